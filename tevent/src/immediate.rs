@@ -1,0 +1,419 @@
+//! Immediate events: work for the next iteration of the loop.
+
+use std::fmt;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+
+use slotmap::SlotMap;
+
+use crate::context::{Context, Inner};
+
+slotmap::new_key_type! {
+    /// Identifies an immediate inside its context.
+    pub(crate) struct ImmKey;
+}
+
+/// The handler of an immediate: it gets the context and the immediate itself,
+/// so it can reschedule it.
+pub(crate) type ImmediateFn = dyn FnMut(&Context, &Immediate);
+
+/// Something inside the crate (a request) that is run by an immediate
+/// without a boxed closure, so that scheduling it allocates nothing.
+pub(crate) trait ImmediateTarget {
+    /// Run the immediate's work.
+    fn run(self: Rc<Self>, ctx: &Context);
+}
+
+#[allow(dead_code)] // `Target` is for requests, which arrive with the request module
+pub(crate) enum ImmHandler {
+    Boxed(Box<ImmediateFn>),
+    Target(Weak<dyn ImmediateTarget>),
+}
+
+struct ImmSlot {
+    prev: Option<ImmKey>,
+    next: Option<ImmKey>,
+    scheduled: bool,
+    handler: Option<ImmHandler>,
+    /// Set while the handler runs (it is then taken out of `handler`).
+    running: bool,
+    detached: bool,
+    created: &'static Location<'static>,
+    scheduled_at: Option<&'static Location<'static>>,
+    tag: u64,
+}
+
+/// The context's immediates: a table of objects and the FIFO of the
+/// scheduled ones (an intrusive doubly-linked list through the table, so
+/// scheduling, moving to the tail and cancelling are O(1)).
+#[derive(Default)]
+pub(crate) struct ImmediateQueue {
+    slots: SlotMap<ImmKey, ImmSlot>,
+    head: Option<ImmKey>,
+    tail: Option<ImmKey>,
+    scheduled: usize,
+}
+
+impl ImmediateQueue {
+    pub(crate) fn scheduled_count(&self) -> usize {
+        self.scheduled
+    }
+
+    fn insert(&mut self, created: &'static Location<'static>) -> ImmKey {
+        self.slots.insert(ImmSlot {
+            prev: None,
+            next: None,
+            scheduled: false,
+            handler: None,
+            running: false,
+            detached: false,
+            created,
+            scheduled_at: None,
+            tag: 0,
+        })
+    }
+
+    fn unlink(&mut self, key: ImmKey) {
+        let (prev, next) = match self.slots.get_mut(key) {
+            Some(slot) if slot.scheduled => {
+                slot.scheduled = false;
+                (slot.prev.take(), slot.next.take())
+            }
+            _ => return,
+        };
+        match prev {
+            Some(p) => self.slots[p].next = next,
+            None => self.head = next,
+        }
+        match next {
+            Some(n) => self.slots[n].prev = prev,
+            None => self.tail = prev,
+        }
+        self.scheduled -= 1;
+    }
+
+    /// Append `key` to the FIFO, moving it to the tail if it is already
+    /// scheduled.
+    fn link_tail(&mut self, key: ImmKey) {
+        self.unlink(key);
+        let tail = self.tail;
+        let slot = &mut self.slots[key];
+        slot.scheduled = true;
+        slot.prev = tail;
+        slot.next = None;
+        match tail {
+            Some(t) => self.slots[t].next = Some(key),
+            None => self.head = Some(key),
+        }
+        self.tail = Some(key);
+        self.scheduled += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<ImmKey> {
+        let key = self.head?;
+        self.unlink(key);
+        Some(key)
+    }
+
+    /// Schedule `key` with `handler` (or with its previous handler when
+    /// `handler` is `None`). Returns the handler that was replaced, to be
+    /// dropped by the caller outside the borrow, or `Err(())` when there is
+    /// no handler to run.
+    fn schedule(
+        &mut self,
+        key: ImmKey,
+        handler: Option<ImmHandler>,
+        at: &'static Location<'static>,
+    ) -> Result<Option<ImmHandler>, ()> {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Err(());
+        };
+        let old = match handler {
+            Some(h) => slot.handler.replace(h),
+            None if slot.handler.is_some() || slot.running => None,
+            None => return Err(()),
+        };
+        slot.scheduled_at = Some(at);
+        self.link_tail(key);
+        Ok(old)
+    }
+}
+
+/// An immediate event (tevent's `tevent_immediate`): a handler that runs in
+/// the next iteration of the loop, before any timer or fd event.
+///
+/// The object is created once ([`Context::create_immediate`]) and can be
+/// scheduled many times. Scheduling an immediate that is already scheduled
+/// moves it to the tail of the queue. Immediates run first-in, first-out,
+/// one per [`Context::loop_once`]. A handler may reschedule its own
+/// immediate (through the `&Immediate` it is given); it then runs again in a
+/// later iteration, after the immediates that were queued before it.
+///
+/// Dropping the handle cancels the immediate and frees it; [`Immediate::detach`]
+/// hands it to the context instead (it is freed after its handler has run).
+///
+/// # Example
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+///
+/// let ctx = tevent::Context::new()?;
+/// let runs = Rc::new(Cell::new(0));
+/// let im = ctx.create_immediate();
+/// let r = runs.clone();
+/// im.schedule(move |_ctx, im| {
+///     r.set(r.get() + 1);
+///     if r.get() < 3 {
+///         im.reschedule(); // run again in a later iteration
+///     }
+/// });
+/// ctx.loop_wait()?;
+/// assert_eq!(runs.get(), 3);
+/// # Ok::<(), tevent::Error>(())
+/// ```
+pub struct Immediate {
+    ctx: Weak<Inner>,
+    key: ImmKey,
+    owned: bool,
+}
+
+impl Immediate {
+    #[track_caller]
+    pub(crate) fn create(inner: &Rc<Inner>) -> Immediate {
+        let key = inner.immediates.borrow_mut().insert(Location::caller());
+        Immediate {
+            ctx: Rc::downgrade(inner),
+            key,
+            owned: true,
+        }
+    }
+
+    /// Schedule `handler` to run in a later iteration (tevent's
+    /// `tevent_schedule_immediate`). Replaces the previous handler; if the
+    /// immediate was already scheduled, it moves to the tail of the queue.
+    /// Does nothing if the context is gone.
+    #[track_caller]
+    pub fn schedule<F>(&self, handler: F)
+    where
+        F: FnMut(&Context, &Immediate) + 'static,
+    {
+        self.schedule_handler(Some(ImmHandler::Boxed(Box::new(handler))));
+    }
+
+    #[allow(dead_code)]
+    #[track_caller]
+    pub(crate) fn schedule_target(&self, target: Weak<dyn ImmediateTarget>) {
+        self.schedule_handler(Some(ImmHandler::Target(target)));
+    }
+
+    #[track_caller]
+    fn schedule_handler(&self, handler: Option<ImmHandler>) -> bool {
+        let Some(inner) = self.ctx.upgrade() else {
+            return false;
+        };
+        let at = Location::caller();
+        let result = inner
+            .immediates
+            .borrow_mut()
+            .schedule(self.key, handler, at);
+        match result {
+            Ok(old) => {
+                drop(old);
+                true
+            }
+            Err(()) => false,
+        }
+    }
+
+    /// Schedule again with the handler given to the last
+    /// [`schedule`](Immediate::schedule). This allocates nothing, which
+    /// makes it the cheapest way for a handler to run itself again.
+    ///
+    /// Returns `false` (and does nothing) if no handler was ever set or the
+    /// context is gone.
+    #[track_caller]
+    pub fn reschedule(&self) -> bool {
+        self.schedule_handler(None)
+    }
+
+    /// Unschedule the immediate but keep it for later use (tevent's
+    /// `tevent_reset_immediate`).
+    pub fn reset(&self) {
+        if let Some(inner) = self.ctx.upgrade() {
+            inner.immediates.borrow_mut().unlink(self.key);
+        }
+    }
+
+    /// Whether the immediate is waiting in the queue.
+    pub fn is_scheduled(&self) -> bool {
+        self.with_slot(|s| s.scheduled).unwrap_or(false)
+    }
+
+    /// Hand the immediate to the context: it is no longer cancelled when
+    /// this handle would have been dropped, and is freed once it has run
+    /// without being rescheduled (or when the context is dropped).
+    pub fn detach(mut self) {
+        let Some(inner) = self.ctx.upgrade() else {
+            return;
+        };
+        self.owned = false;
+        let removed = {
+            let mut q = inner.immediates.borrow_mut();
+            match q.slots.get_mut(self.key) {
+                Some(slot) if !slot.scheduled && !slot.running => q.slots.remove(self.key),
+                Some(slot) => {
+                    slot.detached = true;
+                    None
+                }
+                None => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Attach a number to the immediate for tracing (tevent's
+    /// `tevent_immediate_set_tag`). It survives rescheduling.
+    pub fn set_tag(&self, tag: u64) {
+        if let Some(inner) = self.ctx.upgrade() {
+            if let Some(slot) = inner.immediates.borrow_mut().slots.get_mut(self.key) {
+                slot.tag = tag;
+            }
+        }
+    }
+
+    /// The tag set with [`set_tag`](Immediate::set_tag) (0 by default, or if
+    /// the immediate is gone).
+    pub fn tag(&self) -> u64 {
+        self.with_slot(|s| s.tag).unwrap_or(0)
+    }
+
+    /// The context the immediate belongs to, if it still exists.
+    pub fn context(&self) -> Option<Context> {
+        self.ctx.upgrade().map(Context::from_inner)
+    }
+
+    fn with_slot<R>(&self, f: impl FnOnce(&ImmSlot) -> R) -> Option<R> {
+        let inner = self.ctx.upgrade()?;
+        let q = inner.immediates.try_borrow().ok()?;
+        q.slots.get(self.key).map(f)
+    }
+}
+
+impl Drop for Immediate {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let Some(inner) = self.ctx.upgrade() else {
+            return;
+        };
+        let removed = {
+            let mut q = inner.immediates.borrow_mut();
+            q.unlink(self.key);
+            q.slots.remove(self.key)
+        };
+        drop(removed);
+    }
+}
+
+impl fmt::Debug for Immediate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Immediate");
+        match self.with_slot(|s| (s.scheduled, s.tag, s.created, s.scheduled_at)) {
+            Some((scheduled, tag, created, at)) => {
+                d.field("scheduled", &scheduled).field("tag", &tag);
+                d.field("created", &format_args!("{created}"));
+                if let Some(at) = at {
+                    d.field("scheduled_at", &format_args!("{at}"));
+                }
+            }
+            None => {
+                d.field("gone", &true);
+            }
+        }
+        d.finish()
+    }
+}
+
+/// Take the first scheduled immediate and run it. Returns `false` when none
+/// was scheduled.
+pub(crate) fn run_one(ctx: &Context) -> bool {
+    let inner = ctx.inner();
+    let (key, handler) = {
+        let mut q = inner.immediates.borrow_mut();
+        let Some(key) = q.pop_front() else {
+            return false;
+        };
+        let slot = &mut q.slots[key];
+        match slot.handler.take() {
+            Some(h) => {
+                slot.running = true;
+                (key, h)
+            }
+            None => {
+                // Its handler is running further up the stack (a nested
+                // loop): it cannot run twice at once, so it waits its turn
+                // again instead of being lost.
+                q.link_tail(key);
+                return true;
+            }
+        }
+    };
+    let mut running = Running {
+        inner,
+        key,
+        handler: Some(handler),
+    };
+    match running.handler.as_mut() {
+        Some(ImmHandler::Boxed(f)) => {
+            let view = Immediate {
+                ctx: Rc::downgrade(inner),
+                key,
+                owned: false,
+            };
+            f(ctx, &view);
+        }
+        Some(ImmHandler::Target(target)) => {
+            if let Some(target) = target.upgrade() {
+                target.run(ctx);
+            }
+        }
+        None => {}
+    }
+    drop(running);
+    true
+}
+
+/// Puts a running handler back into its slot when the handler returns or
+/// panics, unless the slot was freed or given a new handler meanwhile.
+struct Running<'a> {
+    inner: &'a Rc<Inner>,
+    key: ImmKey,
+    handler: Option<ImmHandler>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut leftover = self.handler.take();
+        let removed = {
+            let mut q = self.inner.immediates.borrow_mut();
+            match q.slots.get_mut(self.key) {
+                Some(slot) => {
+                    slot.running = false;
+                    if slot.handler.is_none() {
+                        slot.handler = leftover.take();
+                    }
+                    if slot.detached && !slot.scheduled {
+                        q.slots.remove(self.key)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        };
+        drop(removed);
+        drop(leftover);
+    }
+}
