@@ -33,6 +33,11 @@ pub enum Error {
     BadFd(i32),
     /// No backend of that name exists (`ENOENT`).
     UnknownBackend(String),
+    /// The request is already in a queue (`EBUSY`).
+    AlreadyQueued,
+    /// The queue operation needs a stopped queue and its head entry
+    /// (`EINVAL`; C tevent aborts).
+    QueueRunning,
     /// The operating system refused (the error keeps its errno).
     Io(io::Error),
 }
@@ -52,6 +57,8 @@ impl Error {
             Error::InvalidSignal(_) => Some(libc::EINVAL),
             Error::BadFd(_) => Some(libc::EBADF),
             Error::UnknownBackend(_) => Some(libc::ENOENT),
+            Error::AlreadyQueued => Some(libc::EBUSY),
+            Error::QueueRunning => Some(libc::EINVAL),
             Error::Io(e) => e.raw_os_error(),
         }
     }
@@ -69,6 +76,10 @@ impl fmt::Display for Error {
             Error::InvalidSignal(n) => write!(f, "signal {n} cannot be handled"),
             Error::BadFd(fd) => write!(f, "invalid file descriptor {fd}"),
             Error::UnknownBackend(name) => write!(f, "no event backend named {name:?}"),
+            Error::AlreadyQueued => f.write_str("the request is already in a queue"),
+            Error::QueueRunning => {
+                f.write_str("untrigger needs a stopped queue and its head entry")
+            }
             Error::Io(e) => write!(f, "{e}"),
         }
     }

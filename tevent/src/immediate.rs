@@ -24,7 +24,6 @@ pub(crate) trait ImmediateTarget {
     fn run(self: Rc<Self>, ctx: &Context);
 }
 
-#[allow(dead_code)] // `Target` is for requests, which arrive with the request module
 pub(crate) enum ImmHandler {
     Boxed(Box<ImmediateFn>),
     Target(Weak<dyn ImmediateTarget>),
@@ -201,7 +200,6 @@ impl Immediate {
         self.schedule_handler(Some(ImmHandler::Boxed(Box::new(handler))));
     }
 
-    #[allow(dead_code)]
     #[track_caller]
     pub(crate) fn schedule_target(&self, target: Weak<dyn ImmediateTarget>) {
         self.schedule_handler(Some(ImmHandler::Target(target)));

@@ -75,6 +75,8 @@ mod error;
 mod fd;
 mod flags;
 mod immediate;
+mod queue;
+mod req;
 mod signal;
 mod timer;
 
@@ -83,5 +85,7 @@ pub use error::Error;
 pub use fd::FdEvent;
 pub use flags::FdFlags;
 pub use immediate::Immediate;
+pub use queue::{Queue, QueueEntry};
+pub use req::{wakeup_recv, wakeup_send, Req, ReqError, ReqState, WeakReq};
 pub use signal::{SigInfo, SignalEvent, SignalFlags, SignalInfo, SIGINFO_QUEUE};
 pub use timer::{Deadline, Timer};

@@ -57,7 +57,6 @@ pub(crate) trait TimerTarget {
     fn expired(self: Rc<Self>, ctx: &Context);
 }
 
-#[allow(dead_code)] // `Target` is for requests, which arrive with the request module
 pub(crate) enum TimerHandler {
     Boxed(Box<TimerFn>),
     Target(Weak<dyn TimerTarget>),

@@ -3,3 +3,6 @@
 //!
 //! This crate is being built up; its first part is the address type.
 #![deny(missing_docs, missing_debug_implementations)]
+
+pub mod address;
+pub use address::{Address, AddressError, AddressErrorKind};

@@ -1,0 +1,534 @@
+//! Request queues (tevent's `tevent_queue`): first-in, first-out
+//! serialisation of requests.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+
+use slotmap::SlotMap;
+
+use crate::context::Context;
+use crate::immediate::{Immediate, ImmediateTarget};
+use crate::req::{Req, ReqCell};
+use crate::Error;
+
+slotmap::new_key_type! {
+    /// Identifies an entry inside its queue.
+    pub(crate) struct EntryKey;
+}
+
+/// A queue trigger, stored in its request.
+pub(crate) type Trigger<S, T> = Box<dyn FnMut(&Req<S, T>)>;
+
+/// A request as the queue sees it: something to trigger.
+pub(crate) trait QueueMember {
+    /// Run the request's trigger (stored in the request, typed).
+    fn trigger(self: Rc<Self>);
+}
+
+/// A request's membership in a queue, kept in the request so that it leaves
+/// the queue when it is received or dropped.
+pub(crate) struct QueueLink {
+    queue: Weak<QueueInner>,
+    key: EntryKey,
+    /// Stay until the request is dropped, even once received
+    /// ([`Queue::wait_send`]).
+    hold: bool,
+}
+
+struct Entry {
+    req: Weak<dyn QueueMember>,
+    triggered: bool,
+    prev: Option<EntryKey>,
+    next: Option<EntryKey>,
+    created: &'static Location<'static>,
+    tag: u64,
+}
+
+#[derive(Default)]
+struct Entries {
+    slots: SlotMap<EntryKey, Entry>,
+    head: Option<EntryKey>,
+    tail: Option<EntryKey>,
+}
+
+impl Entries {
+    fn push_back(&mut self, entry: Entry) -> EntryKey {
+        let tail = self.tail;
+        let key = self.slots.insert(Entry {
+            prev: tail,
+            next: None,
+            ..entry
+        });
+        match tail {
+            Some(t) => self.slots[t].next = Some(key),
+            None => self.head = Some(key),
+        }
+        self.tail = Some(key);
+        key
+    }
+
+    fn remove(&mut self, key: EntryKey) -> Option<Entry> {
+        let entry = self.slots.remove(key)?;
+        match entry.prev {
+            Some(p) => self.slots[p].next = entry.next,
+            None => self.head = entry.next,
+        }
+        match entry.next {
+            Some(n) => self.slots[n].prev = entry.prev,
+            None => self.tail = entry.prev,
+        }
+        Some(entry)
+    }
+}
+
+pub(crate) struct QueueInner {
+    name: String,
+    entries: RefCell<Entries>,
+    running: Cell<bool>,
+    /// Triggers the head from the loop; `None` once the queue is dropped.
+    immediate: RefCell<Option<Immediate>>,
+    created: &'static Location<'static>,
+}
+
+impl QueueInner {
+    /// Schedule the head's trigger if the queue runs and the head has not
+    /// been triggered.
+    fn kick(self: &Rc<Self>) {
+        if !self.running.get() {
+            return;
+        }
+        let needs = {
+            let entries = self.entries.borrow();
+            entries.head.is_some_and(|h| !entries.slots[h].triggered)
+        };
+        if needs {
+            if let Some(im) = self.immediate.borrow().as_ref() {
+                let weak: Weak<QueueInner> = Rc::downgrade(self);
+                im.schedule_target(weak);
+            }
+        }
+    }
+
+    /// Mark the head triggered and return its request, if it can run now.
+    fn take_head_for_trigger(&self) -> Option<Rc<dyn QueueMember>> {
+        if !self.running.get() {
+            return None;
+        }
+        let mut entries = self.entries.borrow_mut();
+        let head = entries.head?;
+        let entry = &mut entries.slots[head];
+        if entry.triggered {
+            return None;
+        }
+        entry.triggered = true;
+        entry.req.upgrade()
+    }
+
+    fn remove(self: &Rc<Self>, key: EntryKey) {
+        let removed = self.entries.borrow_mut().remove(key);
+        if removed.is_some() {
+            self.kick();
+        }
+    }
+}
+
+impl ImmediateTarget for QueueInner {
+    fn run(self: Rc<Self>, _ctx: &Context) {
+        if let Some(req) = self.take_head_for_trigger() {
+            req.trigger();
+        }
+    }
+}
+
+/// Leave the queue recorded in `link`: on receive (unless the request holds
+/// its place until dropped) or on drop.
+pub(crate) fn leave(link: &RefCell<Option<QueueLink>>, dropping: bool) {
+    let taken = {
+        let mut link = link.borrow_mut();
+        match link.as_ref() {
+            Some(l) if dropping || !l.hold => link.take(),
+            _ => None,
+        }
+    };
+    if let Some(link) = taken {
+        if let Some(queue) = link.queue.upgrade() {
+            queue.remove(link.key);
+        }
+    }
+}
+
+/// A queue of requests (tevent's `tevent_queue`): each request's trigger
+/// runs when it reaches the head, one request at a time, first-in,
+/// first-out.
+///
+/// - A queue starts running; [`stop`](Queue::stop) holds triggers back
+///   (a request already triggered keeps running), [`start`](Queue::start)
+///   resumes.
+/// - Triggers run from the loop (an immediate), except with
+///   [`add_optimize_empty`](Queue::add_optimize_empty).
+/// - **A request leaves the queue when it is received or dropped, not when
+///   it finishes.** The next request is triggered only then: a caller that
+///   keeps a finished request without receiving it blocks the queue. (This
+///   is the tevent rule users trip over; [`wait_send`](Queue::wait_send)
+///   uses it on purpose, and holds its place until dropped.)
+/// - Dropping the queue removes every entry; the requests are left alone
+///   and never triggered.
+///
+/// # Example
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use tevent::{Context, Queue, Req};
+///
+/// let ctx = Context::new()?;
+/// let queue = Queue::new(&ctx, "writers");
+/// let order = Rc::new(RefCell::new(Vec::new()));
+/// let mut reqs = Vec::new();
+/// for i in 0..3 {
+///     let req: Req<u32, ()> = Req::new(&ctx, i);
+///     queue.add(&req, |req| {
+///         // Our turn: do the work, then finish.
+///         req.done(());
+///     })?;
+///     let order = order.clone();
+///     req.set_callback(move |req| {
+///         order.borrow_mut().push(*req.state());
+///         req.recv().unwrap(); // receiving lets the next one run
+///     });
+///     reqs.push(req);
+/// }
+/// ctx.loop_wait()?;
+/// assert_eq!(*order.borrow(), vec![0, 1, 2]);
+/// # Ok::<(), tevent::Error>(())
+/// ```
+pub struct Queue {
+    inner: Rc<QueueInner>,
+}
+
+/// An entry of a queue (tevent's `tevent_queue_entry`), returned by
+/// [`Queue::add_entry`]: dropping it removes the request from the queue
+/// (the request itself is left alone).
+pub struct QueueEntry {
+    queue: Weak<QueueInner>,
+    key: EntryKey,
+}
+
+impl Queue {
+    /// Create a running queue (tevent's `tevent_queue_create`). The name is
+    /// for `Debug` and logs.
+    #[track_caller]
+    pub fn new(ctx: &Context, name: &str) -> Queue {
+        let inner = Rc::new(QueueInner {
+            name: name.to_string(),
+            entries: RefCell::new(Entries::default()),
+            running: Cell::new(true),
+            immediate: RefCell::new(Some(ctx.create_immediate())),
+            created: Location::caller(),
+        });
+        Queue { inner }
+    }
+
+    /// Add `req`; `trigger` runs when it reaches the head, from the loop
+    /// (tevent's `tevent_queue_add`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyQueued`] if the request is already in a queue.
+    #[track_caller]
+    pub fn add<S, T, F>(&self, req: &Req<S, T>, trigger: F) -> Result<(), Error>
+    where
+        S: 'static,
+        T: 'static,
+        F: FnMut(&Req<S, T>) + 'static,
+    {
+        self.add_internal(req, Some(Box::new(trigger)), false, false)?;
+        Ok(())
+    }
+
+    /// Like [`add`](Queue::add), returning an entry handle; dropping the
+    /// handle removes the request from the queue (tevent's
+    /// `tevent_queue_add_entry`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyQueued`] if the request is already in a queue.
+    #[track_caller]
+    pub fn add_entry<S, T, F>(&self, req: &Req<S, T>, trigger: F) -> Result<QueueEntry, Error>
+    where
+        S: 'static,
+        T: 'static,
+        F: FnMut(&Req<S, T>) + 'static,
+    {
+        let key = self.add_internal(req, Some(Box::new(trigger)), false, false)?;
+        Ok(self.entry(key))
+    }
+
+    /// Like [`add_entry`](Queue::add_entry), but if the queue is empty and
+    /// running and the request has no callback yet (its `_send` function is
+    /// still running), the trigger runs at once, inside this call (tevent's
+    /// `tevent_queue_add_optimize_empty`). The caller must then check
+    /// [`Req::is_in_progress`] and [`post`](Req::post) a finished request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyQueued`] if the request is already in a queue.
+    #[track_caller]
+    pub fn add_optimize_empty<S, T, F>(
+        &self,
+        req: &Req<S, T>,
+        trigger: F,
+    ) -> Result<QueueEntry, Error>
+    where
+        S: 'static,
+        T: 'static,
+        F: FnMut(&Req<S, T>) + 'static,
+    {
+        let key = self.add_internal(req, Some(Box::new(trigger)), true, false)?;
+        Ok(self.entry(key))
+    }
+
+    /// Add `req` as a blocker: an entry without trigger that holds the queue
+    /// while it is at the head, until the request is received or dropped
+    /// (tevent's `tevent_queue_add` with a NULL trigger).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyQueued`] if the request is already in a queue.
+    #[track_caller]
+    pub fn add_blocker<S: 'static, T: 'static>(
+        &self,
+        req: &Req<S, T>,
+    ) -> Result<QueueEntry, Error> {
+        let key = self.add_internal(req, None, false, false)?;
+        Ok(self.entry(key))
+    }
+
+    #[track_caller]
+    fn add_internal<S: 'static, T: 'static>(
+        &self,
+        req: &Req<S, T>,
+        trigger: Option<Trigger<S, T>>,
+        allow_direct: bool,
+        hold: bool,
+    ) -> Result<EntryKey, Error> {
+        let cell = req.cell();
+        if cell.queue_link.borrow().is_some() {
+            return Err(Error::AlreadyQueued);
+        }
+        let blocker = trigger.is_none();
+        drop(cell.queue_trigger.replace(trigger));
+        let member: Weak<ReqCell<S, T>> = Rc::downgrade(cell);
+        let (key, was_empty) = {
+            let mut entries = self.inner.entries.borrow_mut();
+            let was_empty = entries.head.is_none();
+            let key = entries.push_back(Entry {
+                req: member,
+                triggered: blocker,
+                prev: None,
+                next: None,
+                created: Location::caller(),
+                tag: 0,
+            });
+            (key, was_empty)
+        };
+        *cell.queue_link.borrow_mut() = Some(QueueLink {
+            queue: Rc::downgrade(&self.inner),
+            key,
+            hold,
+        });
+        if allow_direct && was_empty && self.inner.running.get() && !req.has_callback() {
+            if let Some(member) = self.inner.take_head_for_trigger() {
+                member.trigger();
+            }
+        } else {
+            self.inner.kick();
+        }
+        Ok(key)
+    }
+
+    fn entry(&self, key: EntryKey) -> QueueEntry {
+        QueueEntry {
+            queue: Rc::downgrade(&self.inner),
+            key,
+        }
+    }
+
+    /// A request that finishes when it reaches the head, and then keeps
+    /// blocking the queue until it is dropped (tevent's
+    /// `tevent_queue_wait_send`): an asynchronous lock. Receiving it (with
+    /// [`Req::recv`]) does not release the queue; dropping it does.
+    #[track_caller]
+    pub fn wait_send(&self) -> Req<(), ()> {
+        let ctx = self
+            .inner
+            .immediate
+            .borrow()
+            .as_ref()
+            .and_then(|im| im.context());
+        let req = match ctx {
+            Some(ctx) => Req::new(&ctx, ()),
+            None => return orphan_request(),
+        };
+        let trigger: Trigger<(), ()> = Box::new(|req: &Req<(), ()>| {
+            req.done(());
+        });
+        if self.add_internal(&req, Some(trigger), false, true).is_err() {
+            req.oom();
+        }
+        req
+    }
+
+    /// Let triggers run again (tevent's `tevent_queue_start`); the head is
+    /// triggered from the loop if it has not been.
+    pub fn start(&self) {
+        if !self.inner.running.replace(true) {
+            self.inner.kick();
+        }
+    }
+
+    /// Hold triggers back (tevent's `tevent_queue_stop`). A request already
+    /// triggered keeps running.
+    pub fn stop(&self) {
+        self.inner.running.set(false);
+    }
+
+    /// Whether the queue is running.
+    pub fn running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// How many requests are queued, the triggered head included.
+    pub fn length(&self) -> usize {
+        self.inner.entries.borrow().slots.len()
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+}
+
+/// A request that can never run, for a queue whose context is gone.
+fn orphan_request() -> Req<(), ()> {
+    // No context to create it on: make a throwaway one. This only happens
+    // when a queue outlives its context, which is a caller bug; the request
+    // reports it as NoMemory rather than panicking.
+    match Context::with_backend("poll") {
+        Ok(ctx) => {
+            let req = Req::new(&ctx, ());
+            req.oom();
+            req
+        }
+        Err(_) => unreachable!("the poll backend cannot fail to initialise"),
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let entries = std::mem::take(&mut *self.inner.entries.borrow_mut());
+        let immediate = self.inner.immediate.borrow_mut().take();
+        drop(immediate);
+        drop(entries);
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.inner.name)
+            .field("length", &self.length())
+            .field("running", &self.running())
+            .field("created", &format_args!("{}", self.inner.created))
+            .finish()
+    }
+}
+
+impl QueueEntry {
+    /// Mark the head entry of a stopped queue as not triggered, so that
+    /// [`Queue::start`] triggers it again (tevent's
+    /// `tevent_queue_entry_untrigger`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueRunning`] if the queue is running or this entry is not
+    /// its head (C tevent aborts here), [`Error::ContextGone`] if the queue
+    /// or the entry is gone.
+    pub fn untrigger(&self) -> Result<(), Error> {
+        let queue = self.queue.upgrade().ok_or(Error::ContextGone)?;
+        if queue.running.get() {
+            return Err(Error::QueueRunning);
+        }
+        let mut entries = queue.entries.borrow_mut();
+        if entries.head != Some(self.key) {
+            return Err(Error::QueueRunning);
+        }
+        match entries.slots.get_mut(self.key) {
+            Some(e) => {
+                e.triggered = false;
+                Ok(())
+            }
+            None => Err(Error::ContextGone),
+        }
+    }
+
+    /// Attach a number to the entry for tracing (tevent's
+    /// `tevent_queue_entry_set_tag`).
+    pub fn set_tag(&self, tag: u64) {
+        if let Some(queue) = self.queue.upgrade() {
+            if let Some(e) = queue.entries.borrow_mut().slots.get_mut(self.key) {
+                e.tag = tag;
+            }
+        }
+    }
+
+    /// The tag set with [`set_tag`](QueueEntry::set_tag) (0 by default).
+    pub fn tag(&self) -> u64 {
+        self.queue
+            .upgrade()
+            .and_then(|q| q.entries.borrow().slots.get(self.key).map(|e| e.tag))
+            .unwrap_or(0)
+    }
+
+    /// Whether the entry is still in its queue.
+    pub fn is_queued(&self) -> bool {
+        self.queue
+            .upgrade()
+            .is_some_and(|q| q.entries.borrow().slots.contains_key(self.key))
+    }
+}
+
+impl Drop for QueueEntry {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.upgrade() {
+            queue.remove(self.key);
+        }
+    }
+}
+
+impl fmt::Debug for QueueEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.queue.upgrade().and_then(|q| {
+            let entries = q.entries.borrow();
+            entries
+                .slots
+                .get(self.key)
+                .map(|e| (q.name.clone(), e.triggered, e.tag, e.created))
+        });
+        let mut d = f.debug_struct("QueueEntry");
+        match info {
+            Some((queue, triggered, tag, created)) => {
+                d.field("queue", &queue)
+                    .field("triggered", &triggered)
+                    .field("tag", &tag)
+                    .field("created", &format_args!("{created}"));
+            }
+            None => {
+                d.field("gone", &true);
+            }
+        }
+        d.finish()
+    }
+}

@@ -1,0 +1,785 @@
+//! Asynchronous requests (tevent's `tevent_req`).
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::fmt;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+
+use crate::context::{Context, Inner};
+use crate::immediate::{Immediate, ImmediateTarget};
+use crate::queue::{self, QueueLink, QueueMember};
+use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
+use crate::Error;
+
+/// Where a request is in its life (tevent's `enum tevent_req_state`).
+///
+/// The order matters: a request only moves forward, and a cleanup function
+/// runs at most once per state it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReqState {
+    /// Created, not finished yet.
+    InProgress,
+    /// Finished successfully.
+    Done,
+    /// Finished with an error code ([`Req::error`]).
+    UserError,
+    /// Its end time passed ([`Req::set_endtime`]).
+    TimedOut,
+    /// Finished because memory ran out ([`Req::oom`]).
+    NoMemory,
+    /// Its result was taken ([`Req::recv`], [`Req::received`]) or it was
+    /// dropped unfinished: its state is gone.
+    Received,
+}
+
+impl fmt::Display for ReqState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReqState::InProgress => "IN_PROGRESS",
+            ReqState::Done => "DONE",
+            ReqState::UserError => "USER_ERROR",
+            ReqState::TimedOut => "TIMED_OUT",
+            ReqState::NoMemory => "NO_MEMORY",
+            ReqState::Received => "RECEIVED",
+        })
+    }
+}
+
+/// Why a request has no result to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReqError {
+    /// The producer finished it with [`Req::error`] and this code.
+    User(u64),
+    /// Its end time passed.
+    TimedOut,
+    /// It ran out of memory.
+    NoMemory,
+    /// It has not finished yet (asking for the result now is a bug in the
+    /// caller).
+    InProgress,
+    /// Its result was already taken.
+    Received,
+}
+
+impl ReqError {
+    /// The errno a C caller would get (Samba's `tevent_req_is_unix_error`):
+    /// the user code itself, `ETIMEDOUT`, `ENOMEM`, or `EINVAL` for the
+    /// caller's mistakes.
+    ///
+    /// ```
+    /// use tevent::ReqError;
+    /// assert_eq!(ReqError::User(libc::ECONNRESET as u64).errno(), libc::ECONNRESET);
+    /// assert_eq!(ReqError::TimedOut.errno(), libc::ETIMEDOUT);
+    /// ```
+    pub fn errno(&self) -> i32 {
+        match *self {
+            ReqError::User(code) => i32::try_from(code).unwrap_or(libc::EINVAL),
+            ReqError::TimedOut => libc::ETIMEDOUT,
+            ReqError::NoMemory => libc::ENOMEM,
+            ReqError::InProgress | ReqError::Received => libc::EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for ReqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReqError::User(code) => match i32::try_from(*code) {
+                Ok(errno) => write!(
+                    f,
+                    "request failed: {} (error {code})",
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+                Err(_) => write!(f, "request failed with error {code:#x}"),
+            },
+            ReqError::TimedOut => f.write_str("request timed out"),
+            ReqError::NoMemory => f.write_str("request ran out of memory"),
+            ReqError::InProgress => f.write_str("request has not finished"),
+            ReqError::Received => f.write_str("request result was already received"),
+        }
+    }
+}
+
+impl std::error::Error for ReqError {}
+
+impl From<ReqError> for std::io::Error {
+    fn from(e: ReqError) -> std::io::Error {
+        std::io::Error::from_raw_os_error(e.errno())
+    }
+}
+
+type Callback<S, T> = Box<dyn FnMut(&Req<S, T>)>;
+type CancelFn<S, T> = Box<dyn FnMut(&Req<S, T>) -> bool>;
+type CleanupFn<S> = Box<dyn FnMut(&mut S, ReqState)>;
+type PrintFn<S, T> = Box<dyn Fn(&Req<S, T>, &mut fmt::Formatter<'_>) -> fmt::Result>;
+
+pub(crate) struct ReqCell<S, T> {
+    ctx: Weak<Inner>,
+    status: Cell<ReqState>,
+    error_code: Cell<u64>,
+    state: RefCell<Option<S>>,
+    result: RefCell<Option<T>>,
+    callback: Cell<Option<Callback<S, T>>>,
+    /// Created on the first `post`/`defer_callback`, then reused.
+    trigger: RefCell<Option<Immediate>>,
+    defer: Cell<bool>,
+    endtime: RefCell<Option<Timer>>,
+    cancel_fn: Cell<Option<CancelFn<S, T>>>,
+    cleanup_fn: Cell<Option<CleanupFn<S>>>,
+    /// The state the cleanup function last ran for (or was set in).
+    cleanup_state: Cell<ReqState>,
+    print_fn: Cell<Option<PrintFn<S, T>>>,
+    pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
+    pub(crate) queue_link: RefCell<Option<QueueLink>>,
+    created: &'static Location<'static>,
+    finished: Cell<Option<&'static Location<'static>>>,
+}
+
+/// An asynchronous request (tevent's `tevent_req`), with state `S` owned by
+/// its producer and a result `T` for its consumer.
+///
+/// The producer is a `_send` function: it creates the request
+/// ([`Req::new`]) with its state, starts the work (events, sub-requests)
+/// and returns it; later it finishes it with [`done`](Req::done),
+/// [`error`](Req::error), or lets it time out
+/// ([`set_endtime`](Req::set_endtime)). The consumer sets a callback
+/// ([`set_callback`](Req::set_callback)), and in it takes the result once
+/// with a `_recv` function built on [`recv`](Req::recv).
+///
+/// Rules carried over from tevent:
+///
+/// - **Completion is never delivered inside `_send`**: a request finished
+///   there must be returned with [`post`](Req::post), which delivers the
+///   callback from the loop.
+/// - Finishing calls the callback at once, and the callback may drop the
+///   request or its parent: make `done`/`error` the last thing a handler
+///   does, or use [`defer_callback`](Req::defer_callback).
+/// - Receiving ends the request: its state (and with it every sub-request,
+///   timer and fd event the state owns) is released, and the cleanup
+///   function runs with [`ReqState::Received`].
+/// - **Dropping an unfinished request cancels it**: its state is dropped,
+///   its end time and pending post are removed, and its callback never
+///   fires. This is talloc's `talloc_free(req)`.
+///
+/// `Req` is a handle to shared storage: the handle a callback is given is
+/// the same request, and keeps it alive while the callback runs. Handles are
+/// not `Clone`; [`downgrade`](Req::downgrade) gives a [`WeakReq`] for
+/// callbacks that must reach a parent request without owning it.
+///
+/// A request costs one heap allocation (its storage); callbacks and
+/// triggers that capture nothing are stored without allocating.
+///
+/// # Example: a C `_send`/`_recv` pair, ported
+///
+/// ```c
+/// struct add_state { int sum; };
+/// static void add_done(struct tevent_req *subreq);
+///
+/// struct tevent_req *add_send(TALLOC_CTX *mem_ctx, struct tevent_context *ev, int a, int b)
+/// {
+///     struct tevent_req *req, *subreq;
+///     struct add_state *state;
+///
+///     req = tevent_req_create(mem_ctx, &state, struct add_state);
+///     if (req == NULL) return NULL;
+///     state->sum = a + b;
+///     subreq = tevent_wakeup_send(state, ev, tevent_timeval_current_ofs(0, 1000));
+///     if (tevent_req_nomem(subreq, req)) return tevent_req_post(req, ev);
+///     tevent_req_set_callback(subreq, add_done, req);
+///     return req;
+/// }
+///
+/// static void add_done(struct tevent_req *subreq)
+/// {
+///     struct tevent_req *req = tevent_req_callback_data(subreq, struct tevent_req);
+///     bool ok = tevent_wakeup_recv(subreq);
+///     TALLOC_FREE(subreq);
+///     if (!ok) { tevent_req_error(req, EIO); return; }
+///     tevent_req_done(req);
+/// }
+///
+/// int add_recv(struct tevent_req *req, int *sum)
+/// {
+///     struct add_state *state = tevent_req_data(req, struct add_state);
+///     int err;
+///     if (tevent_req_is_unix_error(req, &err)) return err;
+///     *sum = state->sum;
+///     tevent_req_received(req);
+///     return 0;
+/// }
+/// ```
+///
+/// ```
+/// use std::time::Duration;
+/// use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req, ReqError};
+///
+/// struct AddState {
+///     sum: i32,
+///     subreq: Option<Req<(), ()>>, // owned by the state, as talloc would
+/// }
+///
+/// fn add_send(ctx: &Context, a: i32, b: i32) -> Req<AddState, i32> {
+///     let req = Req::new(ctx, AddState { sum: a + b, subreq: None });
+///     let subreq = wakeup_send(ctx, Deadline::after(Duration::from_millis(1)));
+///     let weak = req.downgrade();
+///     subreq.set_callback(move |subreq| add_done(subreq, &weak));
+///     req.state_mut().subreq = Some(subreq);
+///     req
+/// }
+///
+/// fn add_done(subreq: &Req<(), ()>, weak: &tevent::WeakReq<AddState, i32>) {
+///     let Some(req) = weak.upgrade() else { return };
+///     let ok = wakeup_recv(subreq);
+///     req.state_mut().subreq = None; // TALLOC_FREE(subreq)
+///     if !ok {
+///         req.error(libc::EIO as u64);
+///         return;
+///     }
+///     let sum = req.state().sum;
+///     req.done(sum);
+/// }
+///
+/// fn add_recv(req: &Req<AddState, i32>) -> Result<i32, ReqError> {
+///     req.recv()
+/// }
+///
+/// let ctx = Context::new()?;
+/// let req = add_send(&ctx, 2, 3);
+/// req.poll()?; // or set_callback and run the loop
+/// assert_eq!(add_recv(&req), Ok(5));
+/// # Ok::<(), tevent::Error>(())
+/// ```
+pub struct Req<S, T> {
+    cell: Rc<ReqCell<S, T>>,
+}
+
+/// A reference to a [`Req`] that does not keep it alive (for callbacks of
+/// sub-requests that must reach their parent).
+pub struct WeakReq<S, T> {
+    cell: Weak<ReqCell<S, T>>,
+}
+
+impl<S, T> WeakReq<S, T> {
+    /// The request, if it still exists. The returned handle keeps it alive
+    /// while held; drop it when done.
+    pub fn upgrade(&self) -> Option<Req<S, T>> {
+        self.cell.upgrade().map(|cell| Req { cell })
+    }
+}
+
+impl<S, T> Clone for WeakReq<S, T> {
+    fn clone(&self) -> Self {
+        WeakReq {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl<S, T> fmt::Debug for WeakReq<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakReq")
+            .field("alive", &(self.cell.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl<S: 'static, T: 'static> Req<S, T> {
+    /// Create a request in progress with its state (tevent's
+    /// `tevent_req_create`). The creation place is recorded for
+    /// [`Debug`](fmt::Debug).
+    #[track_caller]
+    pub fn new(ctx: &Context, state: S) -> Req<S, T> {
+        Req {
+            cell: Rc::new(ReqCell {
+                ctx: Rc::downgrade(ctx.inner()),
+                status: Cell::new(ReqState::InProgress),
+                error_code: Cell::new(0),
+                state: RefCell::new(Some(state)),
+                result: RefCell::new(None),
+                callback: Cell::new(None),
+                trigger: RefCell::new(None),
+                defer: Cell::new(false),
+                endtime: RefCell::new(None),
+                cancel_fn: Cell::new(None),
+                cleanup_fn: Cell::new(None),
+                cleanup_state: Cell::new(ReqState::InProgress),
+                print_fn: Cell::new(None),
+                queue_trigger: Cell::new(None),
+                queue_link: RefCell::new(None),
+                created: Location::caller(),
+                finished: Cell::new(None),
+            }),
+        }
+    }
+
+    /// A weak reference to this request.
+    pub fn downgrade(&self) -> WeakReq<S, T> {
+        WeakReq {
+            cell: Rc::downgrade(&self.cell),
+        }
+    }
+
+    /// The context the request was created on, if it still exists.
+    pub fn context(&self) -> Option<Context> {
+        self.cell.ctx.upgrade().map(Context::from_inner)
+    }
+
+    /// Set the function called when the request finishes (tevent's
+    /// `tevent_req_set_callback`). It is also called by
+    /// [`notify_callback`](Req::notify_callback) for progress notices.
+    pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
+        drop(self.cell.callback.replace(Some(Box::new(callback))));
+    }
+
+    /// The request's state (tevent's `tevent_req_data`).
+    ///
+    /// # Panics
+    ///
+    /// If the request was received (its state is gone; see
+    /// [`try_state`](Req::try_state)) or the state is mutably borrowed.
+    pub fn state(&self) -> Ref<'_, S> {
+        Ref::map(self.cell.state.borrow(), |s| {
+            s.as_ref()
+                .expect("request state used after the request was received")
+        })
+    }
+
+    /// The request's state, mutably.
+    ///
+    /// Do not hold the borrow across calls that may run callbacks
+    /// ([`done`](Req::done), [`error`](Req::error), dropping
+    /// sub-requests): a callback that borrows the state again would panic.
+    ///
+    /// # Panics
+    ///
+    /// If the request was received or the state is already borrowed.
+    pub fn state_mut(&self) -> RefMut<'_, S> {
+        RefMut::map(self.cell.state.borrow_mut(), |s| {
+            s.as_mut()
+                .expect("request state used after the request was received")
+        })
+    }
+
+    /// The state, or `None` once the request was received (or while it is
+    /// mutably borrowed).
+    pub fn try_state(&self) -> Option<Ref<'_, S>> {
+        let r = self.cell.state.try_borrow().ok()?;
+        Ref::filter_map(r, |s| s.as_ref()).ok()
+    }
+
+    /// Finish the request successfully with `value` (tevent's
+    /// `tevent_req_done`) and call the callback.
+    ///
+    /// Returns `false`, and does nothing, if the request had already
+    /// finished (tevent would run the callback a second time).
+    #[track_caller]
+    pub fn done(&self, value: T) -> bool {
+        if !self.is_in_progress() {
+            log::warn!(
+                "{}: done() on a request already {} (ignored)",
+                Location::caller(),
+                self.status()
+            );
+            return false;
+        }
+        *self.cell.result.borrow_mut() = Some(value);
+        self.finish(ReqState::Done, Location::caller());
+        true
+    }
+
+    /// Finish the request with an error code (tevent's `tevent_req_error`)
+    /// and call the callback. Codes are usually errnos.
+    ///
+    /// Returns whether `code` is an error: `0` means "no error" and is
+    /// refused (nothing happens), as in C, so the C idiom
+    /// `if (tevent_req_error(req, ret)) return;` ports as
+    /// `if req.error(ret) { return; }`. A request that had already finished
+    /// is left alone (with a warning in the log).
+    #[track_caller]
+    pub fn error(&self, code: u64) -> bool {
+        if code == 0 {
+            return false;
+        }
+        if !self.is_in_progress() {
+            log::warn!(
+                "{}: error({code}) on a request already {} (ignored)",
+                Location::caller(),
+                self.status()
+            );
+            return true;
+        }
+        self.cell.error_code.set(code);
+        self.finish(ReqState::UserError, Location::caller());
+        true
+    }
+
+    /// Finish the request as out of memory (tevent's `tevent_req_oom`), for
+    /// producers that detect allocation failure themselves.
+    #[track_caller]
+    pub fn oom(&self) {
+        if self.is_in_progress() {
+            self.finish(ReqState::NoMemory, Location::caller());
+        }
+    }
+
+    fn finish(&self, state: ReqState, at: &'static Location<'static>) {
+        let endtime = self.cell.endtime.borrow_mut().take();
+        drop(endtime);
+        self.cell.status.set(state);
+        self.cell.finished.set(Some(at));
+        log::trace!(
+            "request created at {} finished {state} at {at}",
+            self.cell.created
+        );
+        self.run_cleanup(state);
+        self.notify_callback();
+    }
+
+    fn run_cleanup(&self, state: ReqState) {
+        if self.cell.cleanup_state.get() >= state {
+            return;
+        }
+        self.cell.cleanup_state.set(state);
+        let Some(mut f) = self.cell.cleanup_fn.take() else {
+            return;
+        };
+        if let Ok(mut s) = self.cell.state.try_borrow_mut() {
+            if let Some(s) = s.as_mut() {
+                f(s, state);
+            }
+        }
+        let replaced = self.cell.cleanup_fn.take();
+        self.cell.cleanup_fn.set(replaced.or(Some(f)));
+    }
+
+    /// Deliver the callback from the loop instead of now (tevent's
+    /// `tevent_req_post`): for a request finished inside its `_send`
+    /// function. Returns the request, so `_send` can end with
+    /// `return req.post();`.
+    #[track_caller]
+    pub fn post(self) -> Self {
+        self.schedule_trigger();
+        self
+    }
+
+    #[track_caller]
+    fn schedule_trigger(&self) {
+        let Some(inner) = self.cell.ctx.upgrade() else {
+            return;
+        };
+        let mut trigger = self.cell.trigger.borrow_mut();
+        let im = trigger.get_or_insert_with(|| Immediate::create(&inner));
+        let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
+        im.schedule_target(weak);
+    }
+
+    /// Make the next callback go through the loop (tevent's
+    /// `tevent_req_defer_callback`; one-shot). Use it when one function
+    /// finishes several requests, so that no callback runs while the
+    /// function still works on the others.
+    pub fn defer_callback(&self) {
+        self.cell.defer.set(true);
+    }
+
+    /// Call the callback now (tevent's `tevent_req_notify_callback`); while
+    /// the request is in progress this is a progress notice. Honours
+    /// [`defer_callback`](Req::defer_callback). Nothing happens if no
+    /// callback is set.
+    pub fn notify_callback(&self) {
+        if self.cell.defer.replace(false) {
+            self.schedule_trigger();
+            return;
+        }
+        let Some(mut callback) = self.cell.callback.take() else {
+            return;
+        };
+        // The callback may drop every other handle of this request: this one
+        // keeps it alive until the callback has returned.
+        let this = Req {
+            cell: self.cell.clone(),
+        };
+        callback(&this);
+        if let Some(replaced) = this.cell.callback.take() {
+            this.cell.callback.set(Some(replaced));
+            drop(callback);
+        } else {
+            this.cell.callback.set(Some(callback));
+        }
+    }
+
+    /// Whether the request has not finished.
+    pub fn is_in_progress(&self) -> bool {
+        self.cell.status.get() == ReqState::InProgress
+    }
+
+    /// Where the request is in its life.
+    pub fn status(&self) -> ReqState {
+        self.cell.status.get()
+    }
+
+    /// Why the request did not succeed, if it did not (tevent's
+    /// `tevent_req_is_error`): `None` only for a request that is done and
+    /// not yet received. As in tevent, an unfinished request reports
+    /// [`ReqError::InProgress`].
+    pub fn is_error(&self) -> Option<ReqError> {
+        match self.cell.status.get() {
+            ReqState::Done => None,
+            ReqState::InProgress => Some(ReqError::InProgress),
+            ReqState::UserError => Some(ReqError::User(self.cell.error_code.get())),
+            ReqState::TimedOut => Some(ReqError::TimedOut),
+            ReqState::NoMemory => Some(ReqError::NoMemory),
+            ReqState::Received => Some(ReqError::Received),
+        }
+    }
+
+    /// Take the result, once, and end the request (the body of a `_recv`
+    /// function): on success and on error the request is then
+    /// [received](Req::received).
+    ///
+    /// # Errors
+    ///
+    /// The request's error; [`ReqError::InProgress`] if it has not finished
+    /// (nothing changes then); [`ReqError::Received`] on a second call.
+    pub fn recv(&self) -> Result<T, ReqError> {
+        if let Some(err) = self.is_error() {
+            if !matches!(err, ReqError::InProgress | ReqError::Received) {
+                self.received();
+            }
+            return Err(err);
+        }
+        let value = self.cell.result.borrow_mut().take();
+        self.received();
+        value.ok_or(ReqError::Received)
+    }
+
+    /// End the request without taking a result (tevent's
+    /// `tevent_req_received`): cancel a pending post and the end time,
+    /// forget the cancel and print functions, run the cleanup function with
+    /// [`ReqState::Received`], drop the state (and what it owns), and leave
+    /// its queue unless it holds its place until dropped
+    /// ([`Queue::wait_send`](crate::Queue::wait_send)).
+    pub fn received(&self) {
+        let cell = &*self.cell;
+        if cell.status.get() == ReqState::Received {
+            return;
+        }
+        queue::leave(&cell.queue_link, false);
+        drop(cell.cancel_fn.take());
+        drop(cell.print_fn.take());
+        let trigger = cell.trigger.borrow_mut().take();
+        drop(trigger);
+        let endtime = cell.endtime.borrow_mut().take();
+        drop(endtime);
+        cell.status.set(ReqState::Received);
+        self.run_cleanup(ReqState::Received);
+        let state = cell.state.borrow_mut().take();
+        drop(state);
+        let result = cell.result.borrow_mut().take();
+        drop(result);
+    }
+
+    /// Finish the request as [`ReqState::TimedOut`] when `deadline` passes
+    /// (tevent's `tevent_req_set_endtime`), replacing an earlier end time.
+    /// Does nothing on a finished request.
+    #[track_caller]
+    pub fn set_endtime(&self, deadline: impl Into<Deadline>) {
+        if !self.is_in_progress() {
+            return;
+        }
+        let Some(inner) = self.cell.ctx.upgrade() else {
+            return;
+        };
+        let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
+        let timer = Timer::add(&inner, deadline.into(), TimerHandler::Target(weak));
+        let old = self.cell.endtime.borrow_mut().replace(timer);
+        drop(old);
+    }
+
+    /// Remove the end time (tevent's `tevent_req_reset_endtime`).
+    pub fn reset_endtime(&self) {
+        let old = self.cell.endtime.borrow_mut().take();
+        drop(old);
+    }
+
+    /// Set the function that [`cancel`](Req::cancel) calls (tevent's
+    /// `tevent_req_set_cancel_fn`). It returns whether a cancel was started;
+    /// the request then still finishes through its normal path (usually
+    /// with an error such as `ECANCELED`).
+    pub fn set_cancel_fn<F: FnMut(&Req<S, T>) -> bool + 'static>(&self, cancel_fn: F) {
+        drop(self.cell.cancel_fn.replace(Some(Box::new(cancel_fn))));
+    }
+
+    /// Ask the producer to cancel (tevent's `tevent_req_cancel`). Returns
+    /// `false` if no cancel function is set (or the request is received),
+    /// else what the cancel function returned.
+    pub fn cancel(&self) -> bool {
+        let Some(mut f) = self.cell.cancel_fn.take() else {
+            return false;
+        };
+        let started = f(self);
+        if self.cell.status.get() != ReqState::Received {
+            let replaced = self.cell.cancel_fn.take();
+            self.cell.cancel_fn.set(replaced.or(Some(f)));
+        }
+        started
+    }
+
+    /// Set a function that runs when the request finishes (before the
+    /// callback) and again when it is received or dropped (tevent's
+    /// `tevent_req_set_cleanup_fn`): at most once per state, and only for
+    /// states after the one the request is in now. A request dropped
+    /// unfinished gets only [`ReqState::Received`]. It is given the state,
+    /// so it can detach the request from shared structures.
+    pub fn set_cleanup_fn<F: FnMut(&mut S, ReqState) + 'static>(&self, cleanup: F) {
+        self.cell.cleanup_state.set(self.cell.status.get());
+        drop(self.cell.cleanup_fn.replace(Some(Box::new(cleanup))));
+    }
+
+    /// Set how the request describes itself in its `Debug` output (tevent's
+    /// `tevent_req_set_print_fn`).
+    pub fn set_print_fn<F>(&self, print: F)
+    where
+        F: Fn(&Req<S, T>, &mut fmt::Formatter<'_>) -> fmt::Result + 'static,
+    {
+        drop(self.cell.print_fn.replace(Some(Box::new(print))));
+    }
+
+    /// Run the loop until the request finishes (tevent's `tevent_req_poll`):
+    /// the way to call an async function synchronously.
+    ///
+    /// Called from inside a handler this is a nested loop: it fails with
+    /// [`Error::Nested`] unless [`Context::allow_nesting`] was called, and
+    /// even then other events run inside it. Use it on a context of your own.
+    ///
+    /// # Errors
+    ///
+    /// The first error of [`Context::loop_once`], or [`Error::ContextGone`].
+    #[track_caller]
+    pub fn poll(&self) -> Result<(), Error> {
+        let ctx = self.context().ok_or(Error::ContextGone)?;
+        while self.is_in_progress() {
+            ctx.loop_once()?;
+        }
+        Ok(())
+    }
+
+    /// Whether this request and `other` are the same.
+    pub fn ptr_eq(&self, other: &Req<S, T>) -> bool {
+        Rc::ptr_eq(&self.cell, &other.cell)
+    }
+
+    pub(crate) fn cell(&self) -> &Rc<ReqCell<S, T>> {
+        &self.cell
+    }
+
+    pub(crate) fn has_callback(&self) -> bool {
+        let cb = self.cell.callback.take();
+        let has = cb.is_some();
+        self.cell.callback.set(cb);
+        has
+    }
+}
+
+impl<S: 'static, T: 'static> ImmediateTarget for ReqCell<S, T> {
+    fn run(self: Rc<Self>, _ctx: &Context) {
+        // tevent re-runs the finish with the current state: the cleanup
+        // function does not run again, the callback does.
+        Req { cell: self }.notify_callback();
+    }
+}
+
+impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
+    fn expired(self: Rc<Self>, _ctx: &Context) {
+        let req = Req { cell: self };
+        if req.is_in_progress() {
+            req.finish(ReqState::TimedOut, req.cell.created);
+        }
+    }
+}
+
+impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
+    fn trigger(self: Rc<Self>) {
+        let Some(mut trigger) = self.queue_trigger.take() else {
+            return;
+        };
+        let req = Req { cell: self };
+        trigger(&req);
+        let replaced = req.cell.queue_trigger.take();
+        req.cell.queue_trigger.set(replaced.or(Some(trigger)));
+    }
+}
+
+impl<S, T> Drop for ReqCell<S, T> {
+    fn drop(&mut self) {
+        if self.status.get() == ReqState::Received {
+            return;
+        }
+        // Dropped unfinished (or finished but not received): as
+        // `tevent_req_received` from talloc's destructor.
+        queue::leave(&self.queue_link, true);
+        if self.cleanup_state.get() < ReqState::Received {
+            self.cleanup_state.set(ReqState::Received);
+            if let (Some(mut f), Some(state)) =
+                (self.cleanup_fn.take(), self.state.get_mut().as_mut())
+            {
+                f(state, ReqState::Received);
+            }
+        }
+        self.status.set(ReqState::Received);
+    }
+}
+
+impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(print) = self.cell.print_fn.take() {
+            let result = print(self, f);
+            self.cell.print_fn.set(Some(print));
+            return result;
+        }
+        let mut d = f.debug_struct("Req");
+        d.field("state", &self.cell.status.get());
+        if self.cell.status.get() == ReqState::UserError {
+            d.field("error", &self.cell.error_code.get());
+        }
+        d.field("created", &format_args!("{}", self.cell.created));
+        if let Some(at) = self.cell.finished.get() {
+            d.field("finished", &format_args!("{at}"));
+        }
+        d.field(
+            "endtime",
+            &self
+                .cell
+                .endtime
+                .try_borrow()
+                .map(|t| t.is_some())
+                .unwrap_or(false),
+        );
+        d.finish()
+    }
+}
+
+/// A request that finishes at `deadline` (tevent's `tevent_wakeup_send`).
+/// Take the outcome with [`wakeup_recv`].
+///
+/// ```
+/// use std::time::Duration;
+/// let ctx = tevent::Context::new()?;
+/// let req = tevent::wakeup_send(&ctx, tevent::Deadline::after(Duration::from_millis(1)));
+/// req.poll()?;
+/// assert!(tevent::wakeup_recv(&req));
+/// # Ok::<(), tevent::Error>(())
+/// ```
+#[track_caller]
+pub fn wakeup_send(ctx: &Context, deadline: impl Into<Deadline>) -> Req<(), ()> {
+    let req = Req::new(ctx, ());
+    req.set_endtime(deadline);
+    req
+}
+
+/// Whether the wakeup happened (tevent's `tevent_wakeup_recv`: the request
+/// reached its deadline). Receives the request.
+pub fn wakeup_recv(req: &Req<(), ()>) -> bool {
+    let woke = req.status() == ReqState::TimedOut;
+    req.received();
+    woke
+}
