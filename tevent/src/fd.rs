@@ -94,7 +94,17 @@ impl FdTable {
             return Ok(());
         }
         let result = if have.is_empty() {
-            backend.add(fd, fd as u64, want)
+            match backend.add(fd, fd as u64, want) {
+                // The kernel still watches this fd number: an earlier event
+                // on it was dropped after its fd had been closed (which
+                // leaves epoll's registration behind) and the number was
+                // reused. Take the registration over.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    log::debug!("fd {fd}: stale kernel registration taken over");
+                    backend.modify(fd, fd as u64, want)
+                }
+                other => other,
+            }
         } else if want.is_empty() {
             backend.delete(fd)
         } else {
