@@ -5,12 +5,14 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::Location;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend};
 use crate::fd::{self, FdEvent, FdTable};
 use crate::immediate::{self, Immediate, ImmediateQueue};
 use crate::signal::{self, SignalEvent, SignalFlags, SignalInfo, SignalTable};
+use crate::thread::{self, Shared, ThreadHandle};
 use crate::timer::{self, Deadline, Timer, TimerHandler, TimerQueue, TimerStep};
 use crate::{Error, FdFlags};
 
@@ -26,7 +28,10 @@ pub(crate) struct Inner {
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) immediates: RefCell<ImmediateQueue>,
     pub(crate) signals: RefCell<SignalTable>,
-    wakeup: OwnedFd,
+    shared: RefCell<Arc<Shared>>,
+    /// Whether the next batch of thread jobs may be imported (set after
+    /// each wait for fds, see `thread::IMPORT_BATCH`).
+    may_import_jobs: Cell<bool>,
     nesting: Cell<u32>,
     allow_nesting: Cell<bool>,
     wait_timeout: Cell<Duration>,
@@ -34,20 +39,35 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn wakeup_fd(&self) -> RawFd {
-        self.wakeup.as_raw_fd()
+        self.shared.borrow().wakeup_fd().as_raw_fd()
     }
 
     /// Consume pending wakeups so the wakeup fd stops being readable.
     pub(crate) fn drain_wakeup(&self) {
         let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.wakeup, &mut buf);
+        let _ = rustix::io::read(self.shared.borrow().wakeup_fd(), &mut buf);
+    }
+
+    /// Move a batch of jobs sent by other threads into the immediate queue.
+    fn import_jobs(&self) {
+        if !self.may_import_jobs.get() || !self.shared.borrow().has_pending() {
+            return;
+        }
+        self.may_import_jobs.set(false);
+        let batch = self.shared.borrow().take_batch(thread::IMPORT_BATCH);
+        let mut immediates = self.immediates.borrow_mut();
+        for job in batch {
+            immediates.push_job(job, Location::caller());
+        }
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let wakeup_fd = self.wakeup.as_raw_fd();
-        signal::remove_all(self.signals.get_mut(), wakeup_fd);
+        let wakeup_fd = self.wakeup_fd();
+        drop(signal::remove_all(self.signals.get_mut(), wakeup_fd));
+        // Jobs that never ran are dropped here, on the loop thread.
+        drop(self.shared.get_mut().close());
         // Handlers are dropped here; their captured handles see a dead
         // context and do nothing. fd events still alive run their close
         // functions (tevent frees them with the context).
@@ -100,6 +120,29 @@ impl Drop for Inner {
 /// state: an fd or signal event stays registered, a timer that was firing is
 /// gone (unless it re-armed itself first), an immediate is unscheduled.
 ///
+/// # Embedding in another loop
+///
+/// A program with a loop of its own (a GUI toolkit, another reactor, a game
+/// loop) drives the context without ever blocking inside it:
+///
+/// 1. Watch [`loop_fd`](Context::loop_fd) for readability in the outer loop.
+///    It becomes readable when one of the context's fds is ready, a signal
+///    arrives, or another thread schedules a job through a
+///    [`ThreadHandle`] (the only ways the context's work can change while
+///    the outer loop sleeps).
+/// 2. Sleep at most [`next_timeout`](Context::next_timeout) (`None`: no
+///    deadline of the context's; `Some(ZERO)`: work is pending now).
+/// 3. After waking (for any reason), call
+///    [`try_loop_once`](Context::try_loop_once) until it returns
+///    `Ok(false)`, or a bounded number of times to stay responsive (it runs
+///    one unit of work per call and never waits).
+/// 4. Ask for `next_timeout` again before sleeping: handlers may have added
+///    timers or immediates.
+///
+/// The `"poll"` backend has no fd to watch (`loop_fd` is `None`); use
+/// `"epoll"` or `"polling"` when embedding. `examples/embed_poll.rs` is a
+/// complete outer loop written with `poll(2)`.
+///
 /// # Example
 ///
 /// ```
@@ -140,6 +183,23 @@ impl fmt::Debug for WeakContext {
             .field("alive", &(self.inner.strong_count() > 0))
             .finish()
     }
+}
+
+/// What one iteration did.
+#[derive(PartialEq, Eq)]
+enum Step {
+    /// A handler ran.
+    Ran,
+    /// Nothing was ready.
+    Idle,
+}
+
+fn new_wakeup() -> Result<OwnedFd, Error> {
+    Ok(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(std::io::Error::from)?)
 }
 
 /// Decrements the nesting level when an iteration ends, also by panic.
@@ -187,12 +247,9 @@ impl Context {
     ///
     /// [`Error::Io`] if the wakeup fd cannot be created or registered.
     pub fn with_backend_object(mut backend: Box<dyn Backend>) -> Result<Context, Error> {
-        let wakeup = rustix::event::eventfd(
-            0,
-            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-        )
-        .map_err(std::io::Error::from)?;
+        let wakeup = new_wakeup()?;
         backend.add(wakeup.as_fd().as_raw_fd(), WAKEUP_TOKEN, FdFlags::READ)?;
+        let shared = Arc::new(Shared::new(wakeup));
         log::debug!("new context on backend {}", backend.name());
         Ok(Context {
             inner: Rc::new(Inner {
@@ -201,7 +258,8 @@ impl Context {
                 timers: RefCell::new(TimerQueue::new(Instant::now())),
                 immediates: RefCell::new(ImmediateQueue::default()),
                 signals: RefCell::new(SignalTable::default()),
-                wakeup,
+                shared: RefCell::new(shared),
+                may_import_jobs: Cell::new(true),
                 nesting: Cell::new(0),
                 allow_nesting: Cell::new(false),
                 wait_timeout: Cell::new(DEFAULT_WAIT_TIMEOUT),
@@ -299,6 +357,66 @@ impl Context {
     /// ["Panics in handlers"](Context#panics-in-handlers)).
     #[track_caller]
     pub fn loop_once(&self) -> Result<(), Error> {
+        let _nesting = self.enter()?;
+        match self.iterate(false)? {
+            Step::Idle if self.inner.wait_timeout.get().is_zero() => Err(Error::WouldBlock),
+            _ => Ok(()),
+        }
+    }
+
+    fn iterate(&self, never_block: bool) -> Result<Step, Error> {
+        let inner = &*self.inner;
+        if signal::run_pending(self) {
+            return Ok(Step::Ran);
+        }
+        inner.import_jobs();
+        if immediate::run_one(self) {
+            return Ok(Step::Ran);
+        }
+        let zero_wait = never_block
+            || inner.wait_timeout.get().is_zero()
+            || inner.shared.borrow().has_pending();
+        let timeout = match timer::run_due(self) {
+            TimerStep::Fired => return Ok(Step::Ran),
+            _ if zero_wait => Some(Duration::ZERO),
+            TimerStep::Wait(until) => Some(until),
+            TimerStep::Empty => {
+                let wait = inner.wait_timeout.get();
+                (wait != Duration::MAX).then_some(wait)
+            }
+        };
+        let ready = inner.backend.borrow_mut().wait(timeout)?;
+        // The next batch of thread jobs waits until a wait has had the
+        // chance to report an fd other than the wakeup fd.
+        if ready.is_none_or(|r| r.token != WAKEUP_TOKEN) {
+            inner.may_import_jobs.set(true);
+        }
+        match ready {
+            Some(r) if r.token == WAKEUP_TOKEN => {
+                inner.drain_wakeup();
+                if signal::run_pending(self) {
+                    return Ok(Step::Ran);
+                }
+                Ok(Step::Idle)
+            }
+            Some(r) => {
+                fd::dispatch(self, r);
+                Ok(Step::Ran)
+            }
+            None => {
+                if signal::run_pending(self) {
+                    return Ok(Step::Ran);
+                }
+                match timer::run_due(self) {
+                    TimerStep::Fired => Ok(Step::Ran),
+                    _ => Ok(Step::Idle),
+                }
+            }
+        }
+    }
+
+    #[track_caller]
+    fn enter(&self) -> Result<NestingGuard<'_>, Error> {
         let inner = &*self.inner;
         let level = inner.nesting.get();
         if level > 0 && !inner.allow_nesting.get() {
@@ -307,51 +425,87 @@ impl Context {
             return Err(Error::Nested { location });
         }
         inner.nesting.set(level + 1);
-        let _nesting = NestingGuard(&inner.nesting);
-        self.iterate()
+        Ok(NestingGuard(&inner.nesting))
     }
 
-    fn iterate(&self) -> Result<(), Error> {
-        if signal::run_pending(self) {
-            return Ok(());
+    /// Run one unit of work if one is ready, without ever waiting: the
+    /// dispatch step for an outer loop (see
+    /// ["Embedding"](Context#embedding-in-another-loop)). Returns whether
+    /// anything ran.
+    ///
+    /// # Errors
+    ///
+    /// As [`loop_once`](Context::loop_once), except that nothing being
+    /// ready is `Ok(false)`, not an error.
+    #[track_caller]
+    pub fn try_loop_once(&self) -> Result<bool, Error> {
+        let _nesting = self.enter()?;
+        Ok(self.iterate(true)? == Step::Ran)
+    }
+
+    /// How long an outer loop may sleep before this context has work:
+    /// `Some(ZERO)` when an immediate, a signal or a job from another thread
+    /// is pending, the time until the first timer otherwise, `None` when
+    /// only fds can bring work (then sleep on [`loop_fd`](Context::loop_fd)
+    /// alone).
+    pub fn next_timeout(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        if inner.immediates.borrow().scheduled_count() > 0
+            || inner.shared.borrow().has_pending()
+            || signal::maybe_pending(inner)
+        {
+            return Some(Duration::ZERO);
         }
-        if immediate::run_one(self) {
-            return Ok(());
+        inner.timers.borrow().until_first(Instant::now())
+    }
+
+    /// The fd an outer loop watches for readability: it becomes readable
+    /// when one of the context's fds is ready, a signal arrives or another
+    /// thread schedules a job (which also covers "the deadline changed while
+    /// the outer loop slept"). `None` for the `"poll"` backend, which has no
+    /// such fd (and for custom backends that do not provide one).
+    pub fn loop_fd(&self) -> Option<RawFd> {
+        self.inner.backend.borrow().as_raw_fd()
+    }
+
+    /// A handle other threads use to run jobs on this context's thread
+    /// (tevent's `tevent_threaded_context_create`). See [`ThreadHandle`].
+    pub fn thread_handle(&self) -> ThreadHandle {
+        ThreadHandle::new(self.inner.shared.borrow().clone())
+    }
+
+    /// Make the context usable in a child process after `fork` (tevent's
+    /// `tevent_re_initialise`): every event is detached (its handle stays
+    /// valid but inert, its handler is dropped, an fd is *not* closed), the
+    /// backend and the wakeup fd are created anew, and thread handles of
+    /// the parent stop working (they report the context gone). Signal
+    /// events are removed and their dispositions restored.
+    ///
+    /// Call it in the child before using the context; the parent's context
+    /// is unaffected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the new backend or wakeup fd cannot be created; the
+    /// context is then unusable.
+    pub fn reinitialise(&self) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let old_wakeup = inner.wakeup_fd();
+        let signals = signal::remove_all(&mut inner.signals.borrow_mut(), old_wakeup);
+        let fds = inner.fds.borrow_mut().detach_all();
+        let timers = inner.timers.borrow_mut().detach_all();
+        let immediates = inner.immediates.borrow_mut().detach_all();
+        drop((signals, fds, timers, immediates));
+        {
+            let mut backend = inner.backend.borrow_mut();
+            backend.reinitialise()?;
+            let wakeup = new_wakeup()?;
+            backend.add(wakeup.as_raw_fd(), WAKEUP_TOKEN, FdFlags::READ)?;
+            let old = inner.shared.replace(Arc::new(Shared::new(wakeup)));
+            drop(old.close());
         }
-        let polling = self.inner.wait_timeout.get().is_zero();
-        let timeout = match timer::run_due(self) {
-            TimerStep::Fired => return Ok(()),
-            TimerStep::Wait(_) if polling => Some(Duration::ZERO),
-            TimerStep::Wait(until) => Some(until),
-            TimerStep::Empty => {
-                let wait = self.inner.wait_timeout.get();
-                (wait != Duration::MAX).then_some(wait)
-            }
-        };
-        let ready = self.inner.backend.borrow_mut().wait(timeout)?;
-        match ready {
-            Some(r) if r.token == WAKEUP_TOKEN => {
-                self.inner.drain_wakeup();
-                if signal::run_pending(self) || !polling {
-                    return Ok(());
-                }
-                Err(Error::WouldBlock)
-            }
-            Some(r) => {
-                fd::dispatch(self, r);
-                Ok(())
-            }
-            None => {
-                if signal::run_pending(self) {
-                    return Ok(());
-                }
-                match timer::run_due(self) {
-                    TimerStep::Fired => Ok(()),
-                    _ if polling => Err(Error::WouldBlock),
-                    _ => Ok(()),
-                }
-            }
-        }
+        log::debug!("context re-initialised on backend {}", self.backend_name());
+        Ok(())
     }
 
     /// Run iterations until no events remain (tevent's `tevent_loop_wait`;

@@ -31,6 +31,9 @@ struct FdSlot {
     tag: u64,
 }
 
+/// A detached fd event, dropped by the caller (its fd is left open).
+pub(crate) struct FdSlotBox(#[allow(dead_code)] FdSlot);
+
 /// All fd events on one kernel fd share one registration (tevent's "mpx"):
 /// the kernel watches the union of their flags.
 #[derive(Default)]
@@ -138,6 +141,15 @@ impl FdTable {
         for k in members {
             self.set_slot_flags(k, FdFlags::EMPTY);
         }
+    }
+
+    /// Forget every event (after `fork`: the kernel registrations belong to
+    /// the backend being replaced). Fds are not closed. The slots are handed
+    /// back so their handlers are dropped outside the borrow.
+    pub(crate) fn detach_all(&mut self) -> Vec<FdSlotBox> {
+        self.groups.clear();
+        self.active = 0;
+        self.slots.drain().map(|(_, s)| FdSlotBox(s)).collect()
     }
 
     fn remove(&mut self, backend: &mut dyn crate::backend::Backend, key: FdKey) -> Option<FdSlot> {

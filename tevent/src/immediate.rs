@@ -27,6 +27,8 @@ pub(crate) trait ImmediateTarget {
 pub(crate) enum ImmHandler {
     Boxed(Box<ImmediateFn>),
     Target(Weak<dyn ImmediateTarget>),
+    /// A job from another thread: runs once, then its slot is freed.
+    Job(crate::thread::Job),
 }
 
 struct ImmSlot {
@@ -41,6 +43,9 @@ struct ImmSlot {
     scheduled_at: Option<&'static Location<'static>>,
     tag: u64,
 }
+
+/// A detached immediate, dropped by the caller.
+pub(crate) struct ImmSlotBox(#[allow(dead_code)] ImmSlot);
 
 /// The context's immediates: a table of objects and the FIFO of the
 /// scheduled ones (an intrusive doubly-linked list through the table, so
@@ -70,6 +75,28 @@ impl ImmediateQueue {
             scheduled_at: None,
             tag: 0,
         })
+    }
+
+    /// Remove every immediate (after `fork`), handing the slots back to be
+    /// dropped outside the borrow.
+    pub(crate) fn detach_all(&mut self) -> Vec<ImmSlotBox> {
+        self.head = None;
+        self.tail = None;
+        self.scheduled = 0;
+        self.slots.drain().map(|(_, s)| ImmSlotBox(s)).collect()
+    }
+
+    /// Queue a job from another thread as a one-shot, detached immediate.
+    pub(crate) fn push_job(
+        &mut self,
+        job: crate::thread::Job,
+        created: &'static Location<'static>,
+    ) {
+        let key = self.insert(created);
+        let slot = &mut self.slots[key];
+        slot.handler = Some(ImmHandler::Job(job));
+        slot.detached = true;
+        self.link_tail(key);
     }
 
     fn unlink(&mut self, key: ImmKey) {
@@ -375,6 +402,11 @@ pub(crate) fn run_one(ctx: &Context) -> bool {
         Some(ImmHandler::Target(target)) => {
             if let Some(target) = target.upgrade() {
                 target.run(ctx);
+            }
+        }
+        Some(ImmHandler::Job(_)) => {
+            if let Some(ImmHandler::Job(job)) = running.handler.take() {
+                job(ctx);
             }
         }
         None => {}

@@ -78,6 +78,7 @@ mod immediate;
 mod queue;
 mod req;
 mod signal;
+mod thread;
 mod timer;
 
 pub use context::{Context, WeakContext, DEFAULT_WAIT_TIMEOUT};
@@ -88,4 +89,5 @@ pub use immediate::Immediate;
 pub use queue::{Queue, QueueEntry};
 pub use req::{wakeup_recv, wakeup_send, Req, ReqError, ReqState, WeakReq};
 pub use signal::{SigInfo, SignalEvent, SignalFlags, SignalInfo, SIGINFO_QUEUE};
+pub use thread::{ContextGone, ThreadHandle};
 pub use timer::{Deadline, Timer};

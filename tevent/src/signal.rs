@@ -481,14 +481,21 @@ fn remove(inner: &Inner, key: SigKey) {
 }
 
 /// Remove every signal event of a context that is being dropped.
-pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) {
+/// Remove every signal event of a context (dropped, or re-initialised after
+/// `fork`). The handlers are handed back, to be dropped by the caller
+/// outside any borrow of the table.
+#[must_use]
+pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) -> Vec<Box<SignalFn>> {
+    let mut handlers = Vec::new();
     for (_, slot) in table.slots.drain() {
         uninstall(slot.signum);
+        handlers.extend(slot.handler);
     }
     if table.published {
         unpublish_wake_fd(wakeup_fd);
         table.published = false;
     }
+    handlers
 }
 
 impl Drop for SignalEvent {

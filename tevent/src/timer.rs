@@ -74,6 +74,9 @@ struct TimerSlot {
     tag: u64,
 }
 
+/// A detached timer, dropped by the caller.
+pub(crate) struct TimerSlotBox(#[allow(dead_code)] TimerSlot);
+
 /// An entry in the heap: the ordering key is copied here so that sifting
 /// touches only the heap's own memory.
 #[derive(Clone, Copy)]
@@ -222,6 +225,22 @@ impl TimerQueue {
         }
         self.heap[pos] = entry;
         self.slots[entry.key].pos = pos;
+    }
+
+    /// Time from `now` until the first deadline (zero if it has passed).
+    pub(crate) fn until_first(&self, now: Instant) -> Option<Duration> {
+        let first = self.heap.first()?;
+        Some(Duration::from_nanos(
+            first.when.saturating_sub(self.ticks_now(now)),
+        ))
+    }
+
+    /// Remove every timer (after `fork`); the slots are handed back so
+    /// their handlers are dropped outside the borrow. Removing (rather than
+    /// replacing the table) keeps old handles from matching new timers.
+    pub(crate) fn detach_all(&mut self) -> Vec<TimerSlotBox> {
+        self.heap.clear();
+        self.slots.drain().map(|(_, s)| TimerSlotBox(s)).collect()
     }
 
     fn remove(&mut self, key: TimerKey) -> Option<TimerSlot> {

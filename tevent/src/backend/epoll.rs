@@ -81,6 +81,15 @@ impl Backend for EpollBackend {
         Ok(())
     }
 
+    fn as_raw_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.epfd))
+    }
+
+    fn reinitialise(&mut self) -> io::Result<()> {
+        self.epfd = epoll::create(CreateFlags::CLOEXEC)?;
+        Ok(())
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Readiness>> {
         let ms = timeout_millis(timeout);
         let ts;

@@ -74,6 +74,17 @@ pub trait Backend {
     fn delete(&mut self, fd: RawFd) -> io::Result<()>;
     /// Wait up to `timeout` for one registered fd to become ready.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Readiness>>;
+
+    /// An fd that is readable whenever a registered fd is ready, for an
+    /// outer loop to watch ([`Context::loop_fd`](crate::Context::loop_fd));
+    /// `None` if the backend has none.
+    fn as_raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Forget every registration and create the kernel objects anew (after
+    /// `fork`, see [`Context::reinitialise`](crate::Context::reinitialise)).
+    fn reinitialise(&mut self) -> io::Result<()>;
 }
 
 /// The names [`create`] accepts, default first.

@@ -88,6 +88,11 @@ impl Backend for PollBackend {
         Ok(())
     }
 
+    fn reinitialise(&mut self) -> io::Result<()> {
+        *self = PollBackend::new();
+        Ok(())
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Readiness>> {
         // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd
         // structures that stays borrowed for the duration of the call.

@@ -77,6 +77,15 @@ impl Backend for PollingBackend {
         self.poller.delete(borrow(fd))
     }
 
+    fn as_raw_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.poller))
+    }
+
+    fn reinitialise(&mut self) -> io::Result<()> {
+        self.poller = Poller::new()?;
+        Ok(())
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Readiness>> {
         self.events.clear();
         match self.poller.wait(&mut self.events, timeout) {
