@@ -327,6 +327,10 @@ struct SigSlot {
 #[derive(Default)]
 pub(crate) struct SignalTable {
     slots: SlotMap<SigKey, SigSlot>,
+    /// Handler calls collected but not made yet. They live here, not on
+    /// the stack, so that a handler that panics does not lose the calls
+    /// after it: the next iteration makes them.
+    queued: std::collections::VecDeque<(SigKey, SignalInfo)>,
     last_generation: u64,
     next_order: u64,
     /// The context's wakeup fd is published to the signal handler.
@@ -531,7 +535,8 @@ impl fmt::Debug for SignalEvent {
 /// atomic load when the context has signal events, nothing otherwise.
 pub(crate) fn maybe_pending(inner: &Inner) -> bool {
     let table = inner.signals.borrow();
-    !table.slots.is_empty() && GENERATION.load(Ordering::SeqCst) != table.last_generation
+    !table.slots.is_empty()
+        && (!table.queued.is_empty() || GENERATION.load(Ordering::SeqCst) != table.last_generation)
 }
 
 /// Run the handlers of every pending signal: ascending signal number, then
@@ -541,49 +546,64 @@ pub(crate) fn run_pending(ctx: &Context) -> bool {
     if !maybe_pending(inner) {
         return false;
     }
-    let mut calls: Vec<(SigKey, SignalInfo)> = Vec::new();
-    {
+    let collected = {
         let mut table = inner.signals.borrow_mut();
-        table.last_generation = GENERATION.load(Ordering::SeqCst);
-        let mut keys: Vec<(i32, u64, SigKey)> = table
-            .slots
-            .iter()
-            .map(|(k, s)| (s.signum, s.order, k))
-            .collect();
-        keys.sort_unstable();
-        for (signum, _, key) in keys {
-            let slot = &mut table.slots[key];
-            let total = COUNTS[signum as usize].load(Ordering::SeqCst);
-            let pending = total.wrapping_sub(slot.seen);
-            if pending == 0 {
-                continue;
+        let table = &mut *table;
+        let generation = GENERATION.load(Ordering::SeqCst);
+        let mut collected = false;
+        if generation != table.last_generation {
+            table.last_generation = generation;
+            let mut keys: Vec<(i32, u64, SigKey)> = table
+                .slots
+                .iter()
+                .map(|(k, s)| (s.signum, s.order, k))
+                .collect();
+            keys.sort_unstable();
+            for (signum, _, key) in keys {
+                let slot = &mut table.slots[key];
+                let total = COUNTS[signum as usize].load(Ordering::SeqCst);
+                let pending = total.wrapping_sub(slot.seen);
+                if pending == 0 {
+                    continue;
+                }
+                slot.seen = total;
+                collected = true;
+                if !slot.flags.contains(SignalFlags::SIGINFO) {
+                    table.queued.push_back((
+                        key,
+                        SignalInfo {
+                            signum,
+                            count: pending,
+                            siginfo: None,
+                        },
+                    ));
+                    continue;
+                }
+                read_ring(slot, signum, key, &mut table.queued);
             }
-            slot.seen = total;
-            if !slot.flags.contains(SignalFlags::SIGINFO) {
-                calls.push((
-                    key,
-                    SignalInfo {
-                        signum,
-                        count: pending,
-                        siginfo: None,
-                    },
-                ));
-                continue;
-            }
-            read_ring(slot, signum, key, &mut calls);
         }
+        collected
+    };
+    if collected {
+        inner.drain_wakeup();
     }
-    if calls.is_empty() {
-        return false;
+    let mut ran = false;
+    loop {
+        let next = inner.signals.borrow_mut().queued.pop_front();
+        let Some((key, info)) = next else {
+            break;
+        };
+        ran |= call(ctx, key, info);
     }
-    inner.drain_wakeup();
-    for (key, info) in calls {
-        call(ctx, key, info);
-    }
-    true
+    ran
 }
 
-fn read_ring(slot: &mut SigSlot, signum: i32, key: SigKey, calls: &mut Vec<(SigKey, SignalInfo)>) {
+fn read_ring(
+    slot: &mut SigSlot,
+    signum: i32,
+    key: SigKey,
+    calls: &mut std::collections::VecDeque<(SigKey, SignalInfo)>,
+) {
     let ring = RINGS[signum as usize].load(Ordering::Acquire);
     if ring.is_null() {
         return;
@@ -594,7 +614,7 @@ fn read_ring(slot: &mut SigSlot, signum: i32, key: SigKey, calls: &mut Vec<(SigK
     let oldest = write.saturating_sub(SIGINFO_QUEUE as u64);
     if slot.ring_pos < oldest {
         let lost = oldest - slot.ring_pos;
-        calls.push((
+        calls.push_back((
             key,
             SignalInfo {
                 signum,
@@ -618,7 +638,7 @@ fn read_ring(slot: &mut SigSlot, signum: i32, key: SigKey, calls: &mut Vec<(SigK
             code: e.code.load(Ordering::Relaxed),
             value: e.value.load(Ordering::Relaxed),
         };
-        calls.push((
+        calls.push_back((
             key,
             SignalInfo {
                 signum,
@@ -630,15 +650,16 @@ fn read_ring(slot: &mut SigSlot, signum: i32, key: SigKey, calls: &mut Vec<(SigK
     }
 }
 
-fn call(ctx: &Context, key: SigKey, info: SignalInfo) {
+/// Make one handler call; `false` if the event is gone or busy.
+fn call(ctx: &Context, key: SigKey, info: SignalInfo) -> bool {
     let inner = ctx.inner();
     let (handler, oneshot) = {
         let mut table = inner.signals.borrow_mut();
         let Some(slot) = table.slots.get_mut(key) else {
-            return; // dropped by an earlier handler
+            return false; // dropped by an earlier handler
         };
         let Some(h) = slot.handler.take() else {
-            return; // running further up the stack (nested loop)
+            return false; // running further up the stack (nested loop)
         };
         (h, slot.flags.contains(SignalFlags::RESETHAND))
     };
@@ -657,6 +678,7 @@ fn call(ctx: &Context, key: SigKey, info: SignalInfo) {
         f(ctx, &view, info);
     }
     drop(running);
+    true
 }
 
 struct Running<'a> {

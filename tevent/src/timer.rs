@@ -106,7 +106,14 @@ pub(crate) struct TimerQueue {
 }
 
 impl TimerQueue {
-    pub(crate) fn new(epoch: Instant) -> TimerQueue {
+    /// A queue whose tick 0 is well before `now`, so deadlines in the past
+    /// (even before the context was created) keep their order.
+    pub(crate) fn new(now: Instant) -> TimerQueue {
+        const BACK: [u64; 4] = [10 * 365 * 86_400, 86_400, 3_600, 0];
+        let epoch = BACK
+            .iter()
+            .find_map(|&secs| now.checked_sub(Duration::from_secs(secs)))
+            .unwrap_or(now);
         TimerQueue {
             slots: SlotMap::with_key(),
             heap: Vec::new(),
@@ -123,8 +130,14 @@ impl TimerQueue {
         match deadline {
             Deadline::Asap => 0,
             Deadline::At(at) => {
-                let ns = at.saturating_duration_since(self.epoch).as_nanos();
-                (ns.min(u64::MAX as u128 - 1) as u64) + 1
+                // u64 nanoseconds cover 584 years; computed without the
+                // 128-bit arithmetic of `Duration::as_nanos`.
+                let d = at.saturating_duration_since(self.epoch);
+                d.as_secs()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(u64::from(d.subsec_nanos()))
+                    .saturating_add(1)
+                    .min(u64::MAX - 1)
             }
         }
     }

@@ -58,7 +58,6 @@ const TESTS: &[(&str, Test, Option<&str>)] = tests![
     signal_handler_drops_the_last_user_handle_of_the_context,
     nested_loop_once_from_a_signal_handler_is_refused,
     signal_handler_panic_propagates_and_the_event_stays,
-    #[ignore = "bug: the other handlers' pending calls of the iteration are dropped with the panic"]
     signal_handler_panic_does_not_lose_other_handlers_deliveries,
 ];
 
