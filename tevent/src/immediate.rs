@@ -86,6 +86,36 @@ impl ImmediateQueue {
         self.slots.drain().map(|(_, s)| ImmSlotBox(s)).collect()
     }
 
+    /// Schedule `target` on a detached slot of its own (a request's post):
+    /// the slot `key` if it still exists, else a new one. Returns the slot's
+    /// key. No `Immediate` handle is involved, which keeps a post cheap.
+    pub(crate) fn post(
+        &mut self,
+        key: Option<ImmKey>,
+        target: Weak<dyn ImmediateTarget>,
+        at: &'static Location<'static>,
+    ) -> ImmKey {
+        let key = match key.filter(|&k| self.slots.contains_key(k)) {
+            Some(k) => k,
+            None => {
+                let k = self.insert(at);
+                self.slots[k].detached = true;
+                k
+            }
+        };
+        let slot = &mut self.slots[key];
+        slot.handler = Some(ImmHandler::Target(target));
+        slot.scheduled_at = Some(at);
+        self.link_tail(key);
+        key
+    }
+
+    /// Cancel a post made with [`post`](ImmediateQueue::post).
+    pub(crate) fn cancel_post(&mut self, key: ImmKey) -> Option<ImmSlotBox> {
+        self.unlink(key);
+        self.slots.remove(key).map(ImmSlotBox)
+    }
+
     /// Queue a job from another thread as a one-shot, detached immediate.
     pub(crate) fn push_job(
         &mut self,

@@ -315,7 +315,13 @@ impl Queue {
         hold: bool,
     ) -> Result<EntryKey, Error> {
         let cell = req.cell();
-        if cell.queue_link.borrow().is_some() {
+        let queued = cell.queue_link.borrow().as_ref().is_some_and(|link| {
+            // A link whose entry or queue was dropped meanwhile is stale.
+            link.queue
+                .upgrade()
+                .is_some_and(|q| q.entries.borrow().slots.contains_key(link.key))
+        });
+        if queued {
             return Err(Error::AlreadyQueued);
         }
         let blocker = trigger.is_none();

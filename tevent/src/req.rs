@@ -6,7 +6,7 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use crate::context::{Context, Inner};
-use crate::immediate::{Immediate, ImmediateTarget};
+use crate::immediate::{ImmKey, ImmediateTarget};
 use crate::queue::{self, QueueLink, QueueMember};
 use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
 use crate::Error;
@@ -120,14 +120,17 @@ pub(crate) struct ReqCell<S, T> {
     state: RefCell<Option<S>>,
     result: RefCell<Option<T>>,
     callback: Cell<Option<Callback<S, T>>>,
-    /// Created on the first `post`/`defer_callback`, then reused.
-    trigger: RefCell<Option<Immediate>>,
+    /// The immediate slot of a pending post (see `ImmediateQueue::post`).
+    post_key: Cell<Option<ImmKey>>,
     defer: Cell<bool>,
     endtime: RefCell<Option<Timer>>,
     cancel_fn: Cell<Option<CancelFn<S, T>>>,
     cleanup_fn: Cell<Option<CleanupFn<S>>>,
     /// The state the cleanup function last ran for (or was set in).
     cleanup_state: Cell<ReqState>,
+    cleanup_running: Cell<bool>,
+    /// A state reached while the cleanup function was running.
+    cleanup_again: Cell<Option<ReqState>>,
     print_fn: Cell<Option<PrintFn<S, T>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
@@ -297,12 +300,14 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 state: RefCell::new(Some(state)),
                 result: RefCell::new(None),
                 callback: Cell::new(None),
-                trigger: RefCell::new(None),
+                post_key: Cell::new(None),
                 defer: Cell::new(false),
                 endtime: RefCell::new(None),
                 cancel_fn: Cell::new(None),
                 cleanup_fn: Cell::new(None),
                 cleanup_state: Cell::new(ReqState::InProgress),
+                cleanup_running: Cell::new(false),
+                cleanup_again: Cell::new(None),
                 print_fn: Cell::new(None),
                 queue_trigger: Cell::new(None),
                 queue_link: RefCell::new(None),
@@ -436,20 +441,50 @@ impl<S: 'static, T: 'static> Req<S, T> {
     }
 
     fn run_cleanup(&self, state: ReqState) {
-        if self.cell.cleanup_state.get() >= state {
+        let cell = &*self.cell;
+        if cell.cleanup_state.get() >= state {
             return;
         }
-        self.cell.cleanup_state.set(state);
-        let Some(mut f) = self.cell.cleanup_fn.take() else {
+        cell.cleanup_state.set(state);
+        let Some(mut f) = cell.cleanup_fn.take() else {
+            if cell.cleanup_running.get() {
+                // Reached from inside the cleanup function itself (it
+                // received or finished its request): the outer call runs it
+                // again with this state when it returns.
+                cell.cleanup_again.set(Some(state));
+            }
             return;
         };
-        if let Ok(mut s) = self.cell.state.try_borrow_mut() {
-            if let Some(s) = s.as_mut() {
-                f(s, state);
+        // The state is taken out while the cleanup function runs, so that
+        // the function may receive or drop the request itself.
+        let mut taken = match cell.state.try_borrow_mut() {
+            Ok(mut s) => s.take(),
+            Err(_) => {
+                log::warn!(
+                    "request created at {}: cleanup for {state} skipped, its state is borrowed \
+                     (do not hold Req::state() across done/error)",
+                    cell.created
+                );
+                cell.cleanup_fn.set(Some(f));
+                return;
             }
+        };
+        cell.cleanup_running.set(true);
+        let mut next = Some(state);
+        while let Some(st) = next {
+            if let Some(s) = taken.as_mut() {
+                f(s, st);
+            }
+            next = cell.cleanup_again.take();
         }
-        let replaced = self.cell.cleanup_fn.take();
-        self.cell.cleanup_fn.set(replaced.or(Some(f)));
+        cell.cleanup_running.set(false);
+        if cell.status.get() != ReqState::Received {
+            *cell.state.borrow_mut() = taken;
+        } else {
+            drop(taken);
+        }
+        let replaced = cell.cleanup_fn.take();
+        cell.cleanup_fn.set(replaced.or(Some(f)));
     }
 
     /// Deliver the callback from the loop instead of now (tevent's
@@ -467,10 +502,13 @@ impl<S: 'static, T: 'static> Req<S, T> {
         let Some(inner) = self.cell.ctx.upgrade() else {
             return;
         };
-        let mut trigger = self.cell.trigger.borrow_mut();
-        let im = trigger.get_or_insert_with(|| Immediate::create(&inner));
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
-        im.schedule_target(weak);
+        let key =
+            inner
+                .immediates
+                .borrow_mut()
+                .post(self.cell.post_key.get(), weak, Location::caller());
+        self.cell.post_key.set(Some(key));
     }
 
     /// Make the next callback go through the loop (tevent's
@@ -566,15 +604,16 @@ impl<S: 'static, T: 'static> Req<S, T> {
         queue::leave(&cell.queue_link, false);
         drop(cell.cancel_fn.take());
         drop(cell.print_fn.take());
-        let trigger = cell.trigger.borrow_mut().take();
-        drop(trigger);
+        cell.cancel_post();
         let endtime = cell.endtime.borrow_mut().take();
         drop(endtime);
         cell.status.set(ReqState::Received);
         self.run_cleanup(ReqState::Received);
-        let state = cell.state.borrow_mut().take();
+        // A caller holding a borrow of the state gets it dropped with the
+        // request instead.
+        let state = cell.state.try_borrow_mut().ok().and_then(|mut s| s.take());
         drop(state);
-        let result = cell.result.borrow_mut().take();
+        let result = cell.result.try_borrow_mut().ok().and_then(|mut r| r.take());
         drop(result);
     }
 
@@ -709,14 +748,28 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
     }
 }
 
+impl<S, T> ReqCell<S, T> {
+    fn cancel_post(&self) {
+        if let Some(key) = self.post_key.take() {
+            if let Some(inner) = self.ctx.upgrade() {
+                let slot = inner.immediates.borrow_mut().cancel_post(key);
+                drop(slot);
+            }
+        }
+    }
+}
+
 impl<S, T> Drop for ReqCell<S, T> {
     fn drop(&mut self) {
+        self.cancel_post();
+        // Also a received request that held its queue place until now
+        // (`Queue::wait_send`).
+        queue::leave(&self.queue_link, true);
         if self.status.get() == ReqState::Received {
             return;
         }
         // Dropped unfinished (or finished but not received): as
         // `tevent_req_received` from talloc's destructor.
-        queue::leave(&self.queue_link, true);
         if self.cleanup_state.get() < ReqState::Received {
             self.cleanup_state.set(ReqState::Received);
             if let (Some(mut f), Some(state)) =
