@@ -110,8 +110,12 @@ impl ImmediateQueue {
         key
     }
 
-    /// Cancel a post made with [`post`](ImmediateQueue::post).
+    /// Cancel a post made with [`post`](ImmediateQueue::post) that has not
+    /// run yet. A post that ran (or is running) frees its own slot.
     pub(crate) fn cancel_post(&mut self, key: ImmKey) -> Option<ImmSlotBox> {
+        if !self.slots.get(key).is_some_and(|s| s.scheduled) {
+            return None;
+        }
         self.unlink(key);
         self.slots.remove(key).map(ImmSlotBox)
     }

@@ -144,7 +144,15 @@ impl ImmediateTarget for QueueInner {
 
 /// Leave the queue recorded in `link`: on receive (unless the request holds
 /// its place until dropped) or on drop.
+#[inline]
 pub(crate) fn leave(link: &RefCell<Option<QueueLink>>, dropping: bool) {
+    if link.try_borrow().is_ok_and(|l| l.is_none()) {
+        return;
+    }
+    leave_queue(link, dropping);
+}
+
+fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
     let taken = {
         let mut link = link.borrow_mut();
         match link.as_ref() {

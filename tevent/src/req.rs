@@ -129,6 +129,8 @@ pub(crate) struct ReqCell<S, T> {
     /// The state the cleanup function last ran for (or was set in).
     cleanup_state: Cell<ReqState>,
     cleanup_running: Cell<bool>,
+    /// A cleanup function was ever set (skips the work for most requests).
+    has_cleanup: Cell<bool>,
     /// A state reached while the cleanup function was running.
     cleanup_again: Cell<Option<ReqState>>,
     print_fn: Cell<Option<PrintFn<S, T>>>,
@@ -307,6 +309,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 cleanup_fn: Cell::new(None),
                 cleanup_state: Cell::new(ReqState::InProgress),
                 cleanup_running: Cell::new(false),
+                has_cleanup: Cell::new(false),
                 cleanup_again: Cell::new(None),
                 print_fn: Cell::new(None),
                 queue_trigger: Cell::new(None),
@@ -440,12 +443,21 @@ impl<S: 'static, T: 'static> Req<S, T> {
         self.notify_callback();
     }
 
+    #[inline]
     fn run_cleanup(&self, state: ReqState) {
         let cell = &*self.cell;
         if cell.cleanup_state.get() >= state {
             return;
         }
         cell.cleanup_state.set(state);
+        if cell.has_cleanup.get() {
+            self.run_cleanup_fn(state);
+        }
+    }
+
+    #[cold]
+    fn run_cleanup_fn(&self, state: ReqState) {
+        let cell = &*self.cell;
         let Some(mut f) = cell.cleanup_fn.take() else {
             if cell.cleanup_running.get() {
                 // Reached from inside the cleanup function itself (it
@@ -671,6 +683,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// so it can detach the request from shared structures.
     pub fn set_cleanup_fn<F: FnMut(&mut S, ReqState) + 'static>(&self, cleanup: F) {
         self.cell.cleanup_state.set(self.cell.status.get());
+        self.cell.has_cleanup.set(true);
         drop(self.cell.cleanup_fn.replace(Some(Box::new(cleanup))));
     }
 

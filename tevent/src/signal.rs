@@ -541,7 +541,20 @@ pub(crate) fn maybe_pending(inner: &Inner) -> bool {
 
 /// Run the handlers of every pending signal: ascending signal number, then
 /// in the order the events were added. Returns whether any handler ran.
+#[inline]
 pub(crate) fn run_pending(ctx: &Context) -> bool {
+    if ctx
+        .inner()
+        .signals
+        .try_borrow()
+        .is_ok_and(|t| t.slots.is_empty())
+    {
+        return false;
+    }
+    run_pending_slow(ctx)
+}
+
+fn run_pending_slow(ctx: &Context) -> bool {
     let inner = ctx.inner();
     if !maybe_pending(inner) {
         return false;
