@@ -14,6 +14,7 @@ use crate::immediate::{self, Immediate, ImmediateQueue};
 use crate::signal::{self, SignalEvent, SignalFlags, SignalInfo, SignalTable};
 use crate::thread::{self, Shared, ThreadHandle};
 use crate::timer::{self, Deadline, Timer, TimerHandler, TimerQueue, TimerStep};
+use crate::trace::{EventTracePoint, LoopTracePoint, TraceEvent, Tracer};
 use crate::{Error, FdFlags};
 
 /// The token of the context's own wakeup fd in the backend.
@@ -28,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) immediates: RefCell<ImmediateQueue>,
     pub(crate) signals: RefCell<SignalTable>,
+    pub(crate) tracer: Tracer,
     shared: RefCell<Arc<Shared>>,
     /// Whether the next batch of thread jobs may be imported (set after
     /// each wait for fds, see `thread::IMPORT_BATCH`).
@@ -55,9 +57,19 @@ impl Inner {
         }
         self.may_import_jobs.set(false);
         let batch = self.shared.borrow().take_batch(thread::IMPORT_BATCH);
-        let mut immediates = self.immediates.borrow_mut();
-        for job in batch {
-            immediates.push_job(job, Location::caller());
+        let tracing = self.tracer.events_on();
+        let mut keys = Vec::new();
+        {
+            let mut immediates = self.immediates.borrow_mut();
+            for job in batch {
+                let key = immediates.push_job(job, Location::caller());
+                if tracing {
+                    keys.push(key);
+                }
+            }
+        }
+        for key in keys {
+            immediate::trace_scheduled(self, key, false);
         }
     }
 }
@@ -258,6 +270,7 @@ impl Context {
                 timers: RefCell::new(TimerQueue::new(Instant::now())),
                 immediates: RefCell::new(ImmediateQueue::default()),
                 signals: RefCell::new(SignalTable::default()),
+                tracer: Tracer::default(),
                 shared: RefCell::new(shared),
                 may_import_jobs: Cell::new(true),
                 nesting: Cell::new(0),
@@ -358,10 +371,15 @@ impl Context {
     #[track_caller]
     pub fn loop_once(&self) -> Result<(), Error> {
         let _nesting = self.enter()?;
-        match self.iterate(false)? {
-            Step::Idle if self.inner.wait_timeout.get().is_zero() => Err(Error::WouldBlock),
-            _ => Ok(()),
-        }
+        let tracer = &self.inner.tracer;
+        tracer.loop_point(LoopTracePoint::BeforeLoopOnce);
+        let result = match self.iterate(false) {
+            Ok(Step::Idle) if self.inner.wait_timeout.get().is_zero() => Err(Error::WouldBlock),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        tracer.loop_point(LoopTracePoint::AfterLoopOnce);
+        result
     }
 
     fn iterate(&self, never_block: bool) -> Result<Step, Error> {
@@ -385,7 +403,10 @@ impl Context {
                 (wait != Duration::MAX).then_some(wait)
             }
         };
-        let ready = inner.backend.borrow_mut().wait(timeout)?;
+        inner.tracer.loop_point(LoopTracePoint::BeforeWait);
+        let ready = inner.backend.borrow_mut().wait(timeout);
+        inner.tracer.loop_point(LoopTracePoint::AfterWait);
+        let ready = ready?;
         // The next batch of thread jobs waits until a wait has had the
         // chance to report an fd other than the wakeup fd.
         if ready.is_none_or(|r| r.token != WAKEUP_TOKEN) {
@@ -440,7 +461,11 @@ impl Context {
     #[track_caller]
     pub fn try_loop_once(&self) -> Result<bool, Error> {
         let _nesting = self.enter()?;
-        Ok(self.iterate(true)? == Step::Ran)
+        let tracer = &self.inner.tracer;
+        tracer.loop_point(LoopTracePoint::BeforeLoopOnce);
+        let result = self.iterate(true).map(|step| step == Step::Ran);
+        tracer.loop_point(LoopTracePoint::AfterLoopOnce);
+        result
     }
 
     /// How long an outer loop may sleep before this context has work:
@@ -466,6 +491,57 @@ impl Context {
     /// such fd (and for custom backends that do not provide one).
     pub fn loop_fd(&self) -> Option<RawFd> {
         self.inner.backend.borrow().as_raw_fd()
+    }
+
+    /// Call `callback` at the loop's trace points (tevent's
+    /// `tevent_set_trace_callback`): before and after each `loop_once` and
+    /// around the kernel wait. Replaces an earlier callback. Trace points
+    /// reached from inside the callback itself are not reported.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use tevent::{Context, LoopTracePoint};
+    ///
+    /// let ctx = Context::new()?;
+    /// let points = Rc::new(RefCell::new(Vec::new()));
+    /// let p = points.clone();
+    /// ctx.set_trace_callback(move |point| p.borrow_mut().push(point));
+    /// let _im = ctx.schedule_immediate(|_, _| {});
+    /// ctx.loop_once()?; // runs the immediate: no wait
+    /// assert_eq!(
+    ///     *points.borrow(),
+    ///     [LoopTracePoint::BeforeLoopOnce, LoopTracePoint::AfterLoopOnce]
+    /// );
+    /// # Ok::<(), tevent::Error>(())
+    /// ```
+    pub fn set_trace_callback<F: FnMut(LoopTracePoint) + 'static>(&self, callback: F) {
+        drop(self.inner.tracer.set_loop(Some(Box::new(callback))));
+    }
+
+    /// Remove the loop trace callback.
+    pub fn clear_trace_callback(&self) {
+        drop(self.inner.tracer.set_loop(None));
+    }
+
+    /// Call `callback` at every event's trace points (tevent's
+    /// `tevent_set_trace_{fd,timer,signal,immediate,queue}_callback`, in one
+    /// callback that is told the [`EventKind`](crate::EventKind)): when an
+    /// event is attached (added, scheduled), before its handler runs, and
+    /// when it is detached (dropped, unscheduled, or done: a fired timer, an
+    /// immediate that ran without being rescheduled). Rescheduling an
+    /// attached immediate and moving a pending timer report `Detach` then
+    /// `Attach`, as tevent does. The callback may change the event's tag.
+    pub fn set_event_trace_callback<F>(&self, callback: F)
+    where
+        F: FnMut(&mut TraceEvent, EventTracePoint) + 'static,
+    {
+        drop(self.inner.tracer.set_event(Some(Box::new(callback))));
+    }
+
+    /// Remove the event trace callback.
+    pub fn clear_event_trace_callback(&self) {
+        drop(self.inner.tracer.set_event(None));
     }
 
     /// A handle other threads use to run jobs on this context's thread
@@ -495,6 +571,12 @@ impl Context {
         let fds = inner.fds.borrow_mut().detach_all();
         let timers = inner.timers.borrow_mut().detach_all();
         let immediates = inner.immediates.borrow_mut().detach_all();
+        if inner.tracer.events_on() {
+            fds.iter().for_each(|e| e.trace_detach(inner));
+            timers.iter().for_each(|e| e.trace_detach(inner));
+            immediates.iter().for_each(|e| e.trace_detach(inner));
+            signals.iter().for_each(|e| e.trace_detach(inner));
+        }
         drop((signals, fds, timers, immediates));
         {
             let mut backend = inner.backend.borrow_mut();

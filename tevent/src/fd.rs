@@ -9,6 +9,7 @@ use slotmap::SlotMap;
 
 use crate::backend::Readiness;
 use crate::context::{Context, Inner};
+use crate::trace::{EventKind, EventTracePoint};
 use crate::{Error, FdFlags};
 
 slotmap::new_key_type! {
@@ -249,7 +250,10 @@ impl FdEvent {
             drop(slot);
             return Err(e);
         }
+        drop(backend);
+        drop(table);
         log::trace!("fd event {key:?} on fd {fd} {flags:?} added at {created}");
+        trace(inner, key, EventTracePoint::Attach);
         Ok(FdEvent {
             ctx: Rc::downgrade(inner),
             key,
@@ -366,8 +370,47 @@ impl Drop for FdEvent {
             table.remove(&mut **backend, self.key)
         };
         if let Some(slot) = slot {
+            trace_gone(&inner, slot.tag, slot.created);
             close_slot(slot);
         }
+    }
+}
+
+/// Report a trace point for a live fd event (no table borrowed).
+fn trace(inner: &Inner, key: FdKey, point: EventTracePoint) {
+    if !inner.tracer.events_on() {
+        return;
+    }
+    let Some((tag, created)) = inner
+        .fds
+        .borrow()
+        .slots
+        .get(key)
+        .map(|s| (s.tag, s.created))
+    else {
+        return;
+    };
+    let new = inner.tracer.event_point(EventKind::Fd, tag, created, point);
+    if new != tag {
+        if let Some(slot) = inner.fds.borrow_mut().slots.get_mut(key) {
+            slot.tag = new;
+        }
+    }
+}
+
+/// Report the detach of an fd event that has been removed.
+fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
+    if inner.tracer.events_on() {
+        inner
+            .tracer
+            .event_point(EventKind::Fd, tag, created, EventTracePoint::Detach);
+    }
+}
+
+impl FdSlotBox {
+    /// Report this detached event's `Detach` trace point.
+    pub(crate) fn trace_detach(&self, inner: &Inner) {
+        trace_gone(inner, self.0.tag, self.0.created);
     }
 }
 
@@ -481,6 +524,7 @@ pub(crate) fn dispatch(ctx: &Context, ready: Readiness) {
         key,
         owned: false,
     };
+    trace(inner, key, EventTracePoint::BeforeHandler);
     if let Some(f) = running.handler.as_mut() {
         f(ctx, &view, flags);
     }

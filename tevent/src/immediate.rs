@@ -7,6 +7,7 @@ use std::rc::{Rc, Weak};
 use slotmap::SlotMap;
 
 use crate::context::{Context, Inner};
+use crate::trace::{EventKind, EventTracePoint};
 
 slotmap::new_key_type! {
     /// Identifies an immediate inside its context.
@@ -39,6 +40,8 @@ struct ImmSlot {
     /// Set while the handler runs (it is then taken out of `handler`).
     running: bool,
     detached: bool,
+    /// Attached in the trace sense: scheduled, or its handler is running.
+    attached: bool,
     created: &'static Location<'static>,
     scheduled_at: Option<&'static Location<'static>>,
     tag: u64,
@@ -71,6 +74,7 @@ impl ImmediateQueue {
             handler: None,
             running: false,
             detached: false,
+            attached: false,
             created,
             scheduled_at: None,
             tag: 0,
@@ -94,7 +98,7 @@ impl ImmediateQueue {
         key: Option<ImmKey>,
         target: Weak<dyn ImmediateTarget>,
         at: &'static Location<'static>,
-    ) -> ImmKey {
+    ) -> (ImmKey, bool) {
         let key = match key.filter(|&k| self.slots.contains_key(k)) {
             Some(k) => k,
             None => {
@@ -106,8 +110,9 @@ impl ImmediateQueue {
         let slot = &mut self.slots[key];
         slot.handler = Some(ImmHandler::Target(target));
         slot.scheduled_at = Some(at);
+        let was_attached = std::mem::replace(&mut slot.attached, true);
         self.link_tail(key);
-        key
+        (key, was_attached)
     }
 
     /// Cancel a post made with [`post`](ImmediateQueue::post) that has not
@@ -125,12 +130,14 @@ impl ImmediateQueue {
         &mut self,
         job: crate::thread::Job,
         created: &'static Location<'static>,
-    ) {
+    ) -> ImmKey {
         let key = self.insert(created);
         let slot = &mut self.slots[key];
         slot.handler = Some(ImmHandler::Job(job));
         slot.detached = true;
+        slot.attached = true;
         self.link_tail(key);
+        key
     }
 
     fn unlink(&mut self, key: ImmKey) {
@@ -184,7 +191,7 @@ impl ImmediateQueue {
         key: ImmKey,
         handler: Option<ImmHandler>,
         at: &'static Location<'static>,
-    ) -> Result<Option<ImmHandler>, ()> {
+    ) -> Result<(Option<ImmHandler>, bool), ()> {
         let Some(slot) = self.slots.get_mut(key) else {
             return Err(());
         };
@@ -194,8 +201,16 @@ impl ImmediateQueue {
             None => return Err(()),
         };
         slot.scheduled_at = Some(at);
+        let was_attached = std::mem::replace(&mut slot.attached, true);
         self.link_tail(key);
-        Ok(old)
+        Ok((old, was_attached))
+    }
+
+    /// Mark `key` detached in the trace sense; whether it was attached.
+    fn take_attached(&mut self, key: ImmKey) -> bool {
+        self.slots
+            .get_mut(key)
+            .is_some_and(|s| std::mem::replace(&mut s.attached, false))
     }
 }
 
@@ -277,8 +292,12 @@ impl Immediate {
             .borrow_mut()
             .schedule(self.key, handler, at);
         match result {
-            Ok(old) => {
+            Ok((old, was_attached)) => {
                 drop(old);
+                if was_attached {
+                    trace(&inner, self.key, EventTracePoint::Detach);
+                }
+                trace(&inner, self.key, EventTracePoint::Attach);
                 true
             }
             Err(()) => false,
@@ -300,7 +319,14 @@ impl Immediate {
     /// `tevent_reset_immediate`).
     pub fn reset(&self) {
         if let Some(inner) = self.ctx.upgrade() {
-            inner.immediates.borrow_mut().unlink(self.key);
+            let was_attached = {
+                let mut q = inner.immediates.borrow_mut();
+                q.unlink(self.key);
+                q.take_attached(self.key)
+            };
+            if was_attached {
+                trace(&inner, self.key, EventTracePoint::Detach);
+            }
         }
     }
 
@@ -372,7 +398,65 @@ impl Drop for Immediate {
             q.unlink(self.key);
             q.slots.remove(self.key)
         };
+        if let Some(slot) = &removed {
+            if slot.attached {
+                trace_gone(&inner, slot.tag, slot.created);
+            }
+        }
         drop(removed);
+    }
+}
+
+/// Report a trace point for a live immediate (no table borrowed).
+fn trace(inner: &Inner, key: ImmKey, point: EventTracePoint) {
+    if !inner.tracer.events_on() {
+        return;
+    }
+    let Some((tag, created)) = inner
+        .immediates
+        .borrow()
+        .slots
+        .get(key)
+        .map(|s| (s.tag, s.created))
+    else {
+        return;
+    };
+    let new = inner
+        .tracer
+        .event_point(EventKind::Immediate, tag, created, point);
+    if new != tag {
+        if let Some(slot) = inner.immediates.borrow_mut().slots.get_mut(key) {
+            slot.tag = new;
+        }
+    }
+}
+
+/// Report the detach of an immediate that has been removed.
+fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
+    if inner.tracer.events_on() {
+        inner
+            .tracer
+            .event_point(EventKind::Immediate, tag, created, EventTracePoint::Detach);
+    }
+}
+
+impl ImmSlotBox {
+    /// Report this detached immediate's `Detach` trace point, if it was
+    /// attached.
+    pub(crate) fn trace_detach(&self, inner: &Inner) {
+        if self.0.attached {
+            trace_gone(inner, self.0.tag, self.0.created);
+        }
+    }
+}
+
+/// After a post (`post` returned `(key, was_attached)`) or a job import.
+pub(crate) fn trace_scheduled(inner: &Inner, key: ImmKey, was_attached: bool) {
+    if inner.tracer.events_on() {
+        if was_attached {
+            trace(inner, key, EventTracePoint::Detach);
+        }
+        trace(inner, key, EventTracePoint::Attach);
     }
 }
 
@@ -424,6 +508,7 @@ pub(crate) fn run_one(ctx: &Context) -> bool {
         key,
         handler: Some(handler),
     };
+    trace(inner, key, EventTracePoint::BeforeHandler);
     match running.handler.as_mut() {
         Some(ImmHandler::Boxed(f)) => {
             let view = Immediate {
@@ -460,6 +545,7 @@ struct Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         let mut leftover = self.handler.take();
+        let mut detach = None;
         let removed = {
             let mut q = self.inner.immediates.borrow_mut();
             match q.slots.get_mut(self.key) {
@@ -467,6 +553,9 @@ impl Drop for Running<'_> {
                     slot.running = false;
                     if slot.handler.is_none() {
                         slot.handler = leftover.take();
+                    }
+                    if !slot.scheduled && std::mem::replace(&mut slot.attached, false) {
+                        detach = Some((slot.tag, slot.created));
                     }
                     if slot.detached && !slot.scheduled {
                         q.slots.remove(self.key)
@@ -477,6 +566,9 @@ impl Drop for Running<'_> {
                 None => None,
             }
         };
+        if let Some((tag, created)) = detach {
+            trace_gone(self.inner, tag, created);
+        }
         drop(removed);
         drop(leftover);
     }

@@ -80,6 +80,7 @@ mod req;
 mod signal;
 mod thread;
 mod timer;
+mod trace;
 
 pub use context::{Context, WeakContext, DEFAULT_WAIT_TIMEOUT};
 pub use error::Error;
@@ -91,3 +92,4 @@ pub use req::{wakeup_recv, wakeup_send, Req, ReqError, ReqState, WeakReq};
 pub use signal::{SigInfo, SignalEvent, SignalFlags, SignalInfo, SIGINFO_QUEUE};
 pub use thread::{ContextGone, ThreadHandle};
 pub use timer::{Deadline, Timer};
+pub use trace::{EventKind, EventTracePoint, LoopTracePoint, TraceEvent};

@@ -8,9 +8,10 @@ use std::rc::{Rc, Weak};
 
 use slotmap::SlotMap;
 
-use crate::context::Context;
+use crate::context::{Context, Inner};
 use crate::immediate::{Immediate, ImmediateTarget};
 use crate::req::{Req, ReqCell};
+use crate::trace::{EventKind, EventTracePoint};
 use crate::Error;
 
 slotmap::new_key_type! {
@@ -84,6 +85,7 @@ impl Entries {
 }
 
 pub(crate) struct QueueInner {
+    ctx: Weak<Inner>,
     name: String,
     entries: RefCell<Entries>,
     running: Cell<bool>,
@@ -112,7 +114,7 @@ impl QueueInner {
     }
 
     /// Mark the head triggered and return its request, if it can run now.
-    fn take_head_for_trigger(&self) -> Option<Rc<dyn QueueMember>> {
+    fn take_head_for_trigger(&self) -> Option<(EntryKey, Rc<dyn QueueMember>)> {
         if !self.running.get() {
             return None;
         }
@@ -123,22 +125,70 @@ impl QueueInner {
             return None;
         }
         entry.triggered = true;
-        entry.req.upgrade()
+        entry.req.upgrade().map(|req| (head, req))
+    }
+
+    /// Trigger the head, if it can run now.
+    fn trigger_head(&self) {
+        if let Some((key, req)) = self.take_head_for_trigger() {
+            self.trace(key, EventTracePoint::BeforeHandler);
+            req.trigger();
+        }
     }
 
     fn remove(self: &Rc<Self>, key: EntryKey) {
         let removed = self.entries.borrow_mut().remove(key);
-        if removed.is_some() {
+        if let Some(entry) = removed {
+            self.trace_gone(&entry);
             self.kick();
+        }
+    }
+
+    /// Report a trace point for a queued entry (no borrow held).
+    fn trace(&self, key: EntryKey, point: EventTracePoint) {
+        let Some(inner) = self.ctx.upgrade() else {
+            return;
+        };
+        if !inner.tracer.events_on() {
+            return;
+        }
+        let Some((tag, created)) = self
+            .entries
+            .borrow()
+            .slots
+            .get(key)
+            .map(|e| (e.tag, e.created))
+        else {
+            return;
+        };
+        let new = inner
+            .tracer
+            .event_point(EventKind::QueueEntry, tag, created, point);
+        if new != tag {
+            if let Some(e) = self.entries.borrow_mut().slots.get_mut(key) {
+                e.tag = new;
+            }
+        }
+    }
+
+    /// Report the detach of a removed entry.
+    fn trace_gone(&self, entry: &Entry) {
+        if let Some(inner) = self.ctx.upgrade() {
+            if inner.tracer.events_on() {
+                inner.tracer.event_point(
+                    EventKind::QueueEntry,
+                    entry.tag,
+                    entry.created,
+                    EventTracePoint::Detach,
+                );
+            }
         }
     }
 }
 
 impl ImmediateTarget for QueueInner {
     fn run(self: Rc<Self>, _ctx: &Context) {
-        if let Some(req) = self.take_head_for_trigger() {
-            req.trigger();
-        }
+        self.trigger_head();
     }
 }
 
@@ -230,6 +280,7 @@ impl Queue {
     #[track_caller]
     pub fn new(ctx: &Context, name: &str) -> Queue {
         let inner = Rc::new(QueueInner {
+            ctx: Rc::downgrade(ctx.inner()),
             name: name.to_string(),
             entries: RefCell::new(Entries::default()),
             running: Cell::new(true),
@@ -353,10 +404,9 @@ impl Queue {
             key,
             hold,
         });
+        self.inner.trace(key, EventTracePoint::Attach);
         if allow_direct && was_empty && self.inner.running.get() && !req.has_callback() {
-            if let Some(member) = self.inner.take_head_for_trigger() {
-                member.trigger();
-            }
+            self.inner.trigger_head();
         } else {
             self.inner.kick();
         }
@@ -445,6 +495,13 @@ impl Drop for Queue {
         let entries = std::mem::take(&mut *self.inner.entries.borrow_mut());
         let immediate = self.inner.immediate.borrow_mut().take();
         drop(immediate);
+        // In queue order, as tevent frees them.
+        let mut next = entries.head;
+        while let Some(key) = next {
+            let entry = &entries.slots[key];
+            self.inner.trace_gone(entry);
+            next = entry.next;
+        }
         drop(entries);
     }
 }

@@ -515,12 +515,13 @@ impl<S: 'static, T: 'static> Req<S, T> {
             return;
         };
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
-        let key =
+        let (key, was_attached) =
             inner
                 .immediates
                 .borrow_mut()
                 .post(self.cell.post_key.get(), weak, Location::caller());
         self.cell.post_key.set(Some(key));
+        crate::immediate::trace_scheduled(&inner, key, was_attached);
     }
 
     /// Make the next callback go through the loop (tevent's
@@ -766,6 +767,9 @@ impl<S, T> ReqCell<S, T> {
         if let Some(key) = self.post_key.take() {
             if let Some(inner) = self.ctx.upgrade() {
                 let slot = inner.immediates.borrow_mut().cancel_post(key);
+                if let Some(slot) = &slot {
+                    slot.trace_detach(&inner);
+                }
                 drop(slot);
             }
         }

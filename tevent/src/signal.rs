@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use slotmap::SlotMap;
 
 use crate::context::{Context, Inner};
+use crate::trace::{EventKind, EventTracePoint};
 use crate::Error;
 
 /// Signal numbers handled: 1 to 64 (Linux's real-time signals included).
@@ -413,7 +414,9 @@ impl SignalEvent {
             created,
             tag: 0,
         });
+        drop(table);
         log::trace!("signal event {key:?} for signal {signum} added at {created}");
+        trace(inner, key, EventTracePoint::Attach);
         Ok(SignalEvent {
             ctx: Rc::downgrade(inner),
             key,
@@ -480,26 +483,71 @@ fn remove(inner: &Inner, key: SigKey) {
     }
     if let Some(slot) = removed {
         uninstall(slot.signum);
+        trace_gone(inner, slot.tag, slot.created);
         drop(slot);
     }
 }
 
 /// Remove every signal event of a context that is being dropped.
+/// A removed signal event, dropped by the caller outside any borrow.
+pub(crate) struct SigSlotBox(SigSlot);
+
+impl SigSlotBox {
+    /// Report this removed event's `Detach` trace point.
+    pub(crate) fn trace_detach(&self, inner: &Inner) {
+        trace_gone(inner, self.0.tag, self.0.created);
+    }
+}
+
 /// Remove every signal event of a context (dropped, or re-initialised after
-/// `fork`). The handlers are handed back, to be dropped by the caller
-/// outside any borrow of the table.
+/// `fork`). The events are handed back, to be dropped by the caller outside
+/// any borrow of the table.
 #[must_use]
-pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) -> Vec<Box<SignalFn>> {
-    let mut handlers = Vec::new();
+pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) -> Vec<SigSlotBox> {
+    let mut removed = Vec::new();
     for (_, slot) in table.slots.drain() {
         uninstall(slot.signum);
-        handlers.extend(slot.handler);
+        removed.push(SigSlotBox(slot));
     }
+    table.queued.clear();
     if table.published {
         unpublish_wake_fd(wakeup_fd);
         table.published = false;
     }
-    handlers
+    removed
+}
+
+/// Report a trace point for a live signal event (no table borrowed).
+fn trace(inner: &Inner, key: SigKey, point: EventTracePoint) {
+    if !inner.tracer.events_on() {
+        return;
+    }
+    let Some((tag, created)) = inner
+        .signals
+        .borrow()
+        .slots
+        .get(key)
+        .map(|s| (s.tag, s.created))
+    else {
+        return;
+    };
+    let new = inner
+        .tracer
+        .event_point(EventKind::Signal, tag, created, point);
+    if new != tag {
+        if let Some(slot) = inner.signals.borrow_mut().slots.get_mut(key) {
+            slot.tag = new;
+        }
+    }
+}
+
+/// Report the detach of a signal event that has been removed.
+fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
+    if inner.tracer.events_on() {
+        inner
+            .tracer
+            .event_point(EventKind::Signal, tag, created, EventTracePoint::Detach);
+    }
 }
 
 impl Drop for SignalEvent {
@@ -687,6 +735,7 @@ fn call(ctx: &Context, key: SigKey, info: SignalInfo) -> bool {
         key,
         owned: false,
     };
+    trace(inner, key, EventTracePoint::BeforeHandler);
     if let Some(f) = running.handler.as_mut() {
         f(ctx, &view, info);
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use slotmap::SlotMap;
 
 use crate::context::{Context, Inner};
+use crate::trace::{EventKind, EventTracePoint};
 
 slotmap::new_key_type! {
     /// Identifies a timer inside its context.
@@ -318,6 +319,7 @@ impl Timer {
             .timers
             .borrow_mut()
             .insert(deadline, handler, Location::caller());
+        trace(inner, key, EventTracePoint::Attach);
         Timer {
             ctx: Rc::downgrade(inner),
             key,
@@ -335,13 +337,23 @@ impl Timer {
         let Some(inner) = self.ctx.upgrade() else {
             return false;
         };
-        let mut timers = inner.timers.borrow_mut();
-        let Some(slot) = timers.slots.get_mut(self.key) else {
-            return false;
+        let was_pending = {
+            let mut timers = inner.timers.borrow_mut();
+            let Some(slot) = timers.slots.get_mut(self.key) else {
+                return false;
+            };
+            slot.deadline = deadline.into();
+            let was_pending = slot.pos != NOT_QUEUED;
+            timers.unqueue(self.key);
+            timers.push(self.key);
+            was_pending
         };
-        slot.deadline = deadline.into();
-        timers.unqueue(self.key);
-        timers.push(self.key);
+        // As tevent_update_timer: a pending timer is detached and attached
+        // again; one re-armed from its own handler is attached.
+        if was_pending {
+            trace(&inner, self.key, EventTracePoint::Detach);
+        }
+        trace(&inner, self.key, EventTracePoint::Attach);
         true
     }
 
@@ -400,8 +412,51 @@ impl Drop for Timer {
         }
         if let Some(inner) = self.ctx.upgrade() {
             let removed = inner.timers.borrow_mut().remove(self.key);
+            if let Some(slot) = &removed {
+                trace_gone(&inner, slot.tag, slot.created);
+            }
             drop(removed);
         }
+    }
+}
+
+/// Report a trace point for a live timer (no table borrowed).
+fn trace(inner: &Inner, key: TimerKey, point: EventTracePoint) {
+    if !inner.tracer.events_on() {
+        return;
+    }
+    let Some((tag, created)) = inner
+        .timers
+        .borrow()
+        .slots
+        .get(key)
+        .map(|s| (s.tag, s.created))
+    else {
+        return;
+    };
+    let new = inner
+        .tracer
+        .event_point(EventKind::Timer, tag, created, point);
+    if new != tag {
+        if let Some(slot) = inner.timers.borrow_mut().slots.get_mut(key) {
+            slot.tag = new;
+        }
+    }
+}
+
+/// Report the detach of a timer that has been removed.
+fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
+    if inner.tracer.events_on() {
+        inner
+            .tracer
+            .event_point(EventKind::Timer, tag, created, EventTracePoint::Detach);
+    }
+}
+
+impl TimerSlotBox {
+    /// Report this detached timer's `Detach` trace point.
+    pub(crate) fn trace_detach(&self, inner: &Inner) {
+        trace_gone(inner, self.0.tag, self.0.created);
     }
 }
 
@@ -467,6 +522,7 @@ pub(crate) fn run_due(ctx: &Context) -> TimerStep {
         key,
         handler: Some(handler),
     };
+    trace(inner, key, EventTracePoint::BeforeHandler);
     match running.handler.as_mut() {
         Some(TimerHandler::Boxed(f)) => {
             let view = Timer {
@@ -511,6 +567,9 @@ impl Drop for Running<'_> {
                 None => None,
             }
         };
+        if let Some(slot) = &removed {
+            trace_gone(self.inner, slot.tag, slot.created);
+        }
         drop(removed);
         drop(leftover);
     }

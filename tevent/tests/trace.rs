@@ -1,0 +1,343 @@
+//! Trace points: the sequences tevent produces, on every backend.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tevent::{
+    Context, Deadline, EventKind, EventTracePoint, FdFlags, LoopTracePoint, Queue, Req, SignalFlags,
+};
+
+use EventTracePoint::{Attach, BeforeHandler, Detach};
+
+type Log = Rc<RefCell<Vec<(EventKind, u64, EventTracePoint)>>>;
+
+/// Record every event trace point, numbering the events of each kind at
+/// Attach (as tevent's trace tests do) when they have no tag yet.
+fn record(ctx: &Context) -> Log {
+    let log: Log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let next = RefCell::new(std::collections::HashMap::<EventKind, u64>::new());
+    ctx.set_event_trace_callback(move |event, point| {
+        if point == Attach && event.tag == 0 {
+            let mut next = next.borrow_mut();
+            let n = next.entry(event.kind).or_insert(0);
+            *n += 1;
+            event.tag = *n;
+        }
+        l.borrow_mut().push((event.kind, event.tag, point));
+    });
+    log
+}
+
+fn take(log: &Log) -> Vec<(EventKind, u64, EventTracePoint)> {
+    std::mem::take(&mut *log.borrow_mut())
+}
+
+#[test]
+fn fd_event_attach_before_handler_detach() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let log = record(&ctx);
+        let (_a, b) = UnixStream::pair().unwrap();
+        let fde = ctx.add_fd(&b, FdFlags::WRITE, |_, _, _| {}).unwrap();
+        assert_eq!(take(&log), [(EventKind::Fd, 1, Attach)], "{name}");
+        assert_eq!(fde.tag(), 1, "{name}: the callback's tag is stored");
+        ctx.loop_once().unwrap();
+        assert_eq!(take(&log), [(EventKind::Fd, 1, BeforeHandler)], "{name}");
+        drop(fde);
+        assert_eq!(take(&log), [(EventKind::Fd, 1, Detach)], "{name}");
+    }
+}
+
+#[test]
+fn fd_event_dropped_in_its_handler_detaches_once() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let log = record(&ctx);
+        let (_a, b) = UnixStream::pair().unwrap();
+        let slot = Rc::new(RefCell::new(None));
+        let s = slot.clone();
+        let fde = ctx
+            .add_fd(&b, FdFlags::WRITE, move |_, _, _| {
+                s.borrow_mut().take();
+            })
+            .unwrap();
+        *slot.borrow_mut() = Some(fde);
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Fd, 1, Attach),
+                (EventKind::Fd, 1, BeforeHandler),
+                (EventKind::Fd, 1, Detach)
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn timer_detaches_after_firing_and_update_reattaches() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let log = record(&ctx);
+        let t = ctx.add_timer(Instant::now(), |_, _, _| {});
+        t.update(Instant::now());
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Timer, 1, Attach),
+                (EventKind::Timer, 1, Detach),
+                (EventKind::Timer, 1, Attach)
+            ],
+            "{name}: tevent_update_timer is detach + attach; the tag survives"
+        );
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Timer, 1, BeforeHandler),
+                (EventKind::Timer, 1, Detach)
+            ],
+            "{name}: a fired timer detaches itself"
+        );
+        drop(t);
+        assert_eq!(take(&log), [], "{name}: no second detach");
+    }
+}
+
+#[test]
+fn timer_dropped_in_its_own_handler_detaches_once() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let log = record(&ctx);
+        let slot = Rc::new(RefCell::new(None));
+        let s = slot.clone();
+        let t = ctx.add_timer(Deadline::Asap, move |_, _, _| {
+            s.borrow_mut().take();
+        });
+        *slot.borrow_mut() = Some(t);
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Timer, 1, Attach),
+                (EventKind::Timer, 1, BeforeHandler),
+                (EventKind::Timer, 1, Detach)
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_periodic_timer_keeps_its_tag() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let mut left = 3;
+        let t = ctx.add_timer(Deadline::Asap, move |_, timer, now| {
+            left -= 1;
+            if left > 0 {
+                timer.update(now);
+            }
+        });
+        t.set_tag(42);
+        ctx.loop_wait().unwrap();
+        assert_eq!(t.tag(), 0, "{name}: gone after the last firing");
+        let t = ctx.add_timer(Deadline::after(Duration::from_secs(60)), |_, _, _| {});
+        t.set_tag(7);
+        t.update(Deadline::after(Duration::from_secs(30)));
+        assert_eq!(t.tag(), 7, "{name}: a moved timer keeps its tag");
+    }
+}
+
+#[test]
+fn immediate_rescheduled_in_its_handler() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let log = record(&ctx);
+        let mut first = true;
+        let im = ctx.schedule_immediate(move |_, im| {
+            if first {
+                first = false;
+                im.reschedule();
+            }
+        });
+        assert_eq!(take(&log), [(EventKind::Immediate, 1, Attach)], "{name}");
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Immediate, 1, BeforeHandler),
+                (EventKind::Immediate, 1, Detach),
+                (EventKind::Immediate, 1, Attach)
+            ],
+            "{name}: rescheduled inside its handler, so no detach afterwards"
+        );
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Immediate, 1, BeforeHandler),
+                (EventKind::Immediate, 1, Detach)
+            ],
+            "{name}: immediates detach themselves after running"
+        );
+        assert_eq!(im.tag(), 1, "{name}: the tag survives rescheduling");
+        // Scheduling an already scheduled immediate: detach, attach.
+        im.reschedule();
+        im.reschedule();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::Immediate, 1, Attach),
+                (EventKind::Immediate, 1, Detach),
+                (EventKind::Immediate, 1, Attach)
+            ],
+            "{name}"
+        );
+        drop(im);
+        assert_eq!(take(&log), [(EventKind::Immediate, 1, Detach)], "{name}");
+    }
+}
+
+#[test]
+fn queue_entry_triggered_synchronously_by_an_add_on_an_empty_queue() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let q = Queue::new(&ctx, "q");
+        let log = record(&ctx);
+        let req: Req<(), ()> = Req::new(&ctx, ());
+        let entry = q.add_optimize_empty(&req, |req| {
+            req.done(());
+        });
+        let entry = entry.unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::QueueEntry, 1, Attach),
+                (EventKind::QueueEntry, 1, BeforeHandler)
+            ],
+            "{name}: triggered inside the add"
+        );
+        assert!(!req.is_in_progress(), "{name}");
+        drop(req);
+        assert_eq!(take(&log), [(EventKind::QueueEntry, 1, Detach)], "{name}");
+        drop(entry);
+        assert_eq!(take(&log), [], "{name}: the entry was already gone");
+    }
+}
+
+#[test]
+fn queue_entries_triggered_from_the_loop() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let q = Queue::new(&ctx, "q");
+        let reqs: Vec<Req<(), ()>> = (0..2).map(|_| Req::new(&ctx, ())).collect();
+        let log = record(&ctx);
+        for r in &reqs {
+            q.add(r, |req| {
+                req.done(());
+            })
+            .unwrap();
+        }
+        let entries: Vec<_> = take(&log)
+            .into_iter()
+            .filter(|e| e.0 == EventKind::QueueEntry)
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (EventKind::QueueEntry, 1, Attach),
+                (EventKind::QueueEntry, 2, Attach)
+            ],
+            "{name}"
+        );
+        ctx.loop_once().unwrap();
+        let entries: Vec<_> = take(&log)
+            .into_iter()
+            .filter(|e| e.0 == EventKind::QueueEntry)
+            .collect();
+        assert_eq!(
+            entries,
+            [(EventKind::QueueEntry, 1, BeforeHandler)],
+            "{name}"
+        );
+        drop(q);
+        assert_eq!(
+            take(&log),
+            [
+                (EventKind::QueueEntry, 1, Detach),
+                (EventKind::QueueEntry, 2, Detach)
+            ],
+            "{name}: dropping the queue detaches its entries in order"
+        );
+    }
+}
+
+#[test]
+fn signal_event_trace_and_reinitialise_detaches() {
+    let ctx = Context::new().unwrap();
+    let log = record(&ctx);
+    let se = ctx
+        .add_signal(libc::SIGUSR2, SignalFlags::EMPTY, |_, _, _| {})
+        .unwrap();
+    // SAFETY: raise(3) delivers SIGUSR2 to this thread; a handler is installed.
+    unsafe { libc::raise(libc::SIGUSR2) };
+    ctx.loop_once().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            (EventKind::Signal, 1, Attach),
+            (EventKind::Signal, 1, BeforeHandler)
+        ]
+    );
+    let _im = ctx.schedule_immediate(|_, _| {});
+    take(&log);
+    ctx.reinitialise().unwrap();
+    let mut detached = take(&log);
+    detached.sort_by_key(|e| e.0 != EventKind::Signal);
+    assert_eq!(
+        detached,
+        [
+            (EventKind::Signal, 1, Detach),
+            (EventKind::Immediate, 1, Detach)
+        ],
+        "re_initialise detaches every event"
+    );
+    drop(se);
+    assert_eq!(take(&log), [], "no second detach");
+}
+
+#[test]
+fn loop_trace_points_around_the_wait() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        let points = Rc::new(RefCell::new(Vec::new()));
+        let p = points.clone();
+        ctx.set_trace_callback(move |point| p.borrow_mut().push(point));
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(b"x").unwrap();
+        let _fde = ctx.add_fd(&b, FdFlags::READ, |_, fde, _| {
+            fde.set_flags(FdFlags::EMPTY).unwrap();
+        });
+        ctx.loop_once().unwrap();
+        assert_eq!(
+            *points.borrow(),
+            [
+                LoopTracePoint::BeforeLoopOnce,
+                LoopTracePoint::BeforeWait,
+                LoopTracePoint::AfterWait,
+                LoopTracePoint::AfterLoopOnce
+            ],
+            "{name}"
+        );
+        ctx.clear_trace_callback();
+        ctx.set_wait_timeout(Duration::ZERO);
+        let _ = ctx.loop_once();
+        assert_eq!(points.borrow().len(), 4, "{name}: cleared");
+    }
+}
