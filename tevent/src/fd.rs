@@ -377,10 +377,15 @@ impl Drop for FdEvent {
 }
 
 /// Report a trace point for a live fd event (no table borrowed).
+#[inline]
 fn trace(inner: &Inner, key: FdKey, point: EventTracePoint) {
-    if !inner.tracer.events_on() {
-        return;
+    if inner.tracer.events_on() {
+        trace_slow(inner, key, point);
     }
+}
+
+#[cold]
+fn trace_slow(inner: &Inner, key: FdKey, point: EventTracePoint) {
     let Some((tag, created)) = inner
         .fds
         .borrow()
@@ -399,6 +404,7 @@ fn trace(inner: &Inner, key: FdKey, point: EventTracePoint) {
 }
 
 /// Report the detach of an fd event that has been removed.
+#[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
     if inner.tracer.events_on() {
         inner

@@ -408,10 +408,15 @@ impl Drop for Immediate {
 }
 
 /// Report a trace point for a live immediate (no table borrowed).
+#[inline]
 fn trace(inner: &Inner, key: ImmKey, point: EventTracePoint) {
-    if !inner.tracer.events_on() {
-        return;
+    if inner.tracer.events_on() {
+        trace_slow(inner, key, point);
     }
+}
+
+#[cold]
+fn trace_slow(inner: &Inner, key: ImmKey, point: EventTracePoint) {
     let Some((tag, created)) = inner
         .immediates
         .borrow()
@@ -432,6 +437,7 @@ fn trace(inner: &Inner, key: ImmKey, point: EventTracePoint) {
 }
 
 /// Report the detach of an immediate that has been removed.
+#[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
     if inner.tracer.events_on() {
         inner

@@ -518,10 +518,15 @@ pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) -> Vec<SigSl
 }
 
 /// Report a trace point for a live signal event (no table borrowed).
+#[inline]
 fn trace(inner: &Inner, key: SigKey, point: EventTracePoint) {
-    if !inner.tracer.events_on() {
-        return;
+    if inner.tracer.events_on() {
+        trace_slow(inner, key, point);
     }
+}
+
+#[cold]
+fn trace_slow(inner: &Inner, key: SigKey, point: EventTracePoint) {
     let Some((tag, created)) = inner
         .signals
         .borrow()
@@ -542,6 +547,7 @@ fn trace(inner: &Inner, key: SigKey, point: EventTracePoint) {
 }
 
 /// Report the detach of a signal event that has been removed.
+#[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
     if inner.tracer.events_on() {
         inner

@@ -421,10 +421,15 @@ impl Drop for Timer {
 }
 
 /// Report a trace point for a live timer (no table borrowed).
+#[inline]
 fn trace(inner: &Inner, key: TimerKey, point: EventTracePoint) {
-    if !inner.tracer.events_on() {
-        return;
+    if inner.tracer.events_on() {
+        trace_slow(inner, key, point);
     }
+}
+
+#[cold]
+fn trace_slow(inner: &Inner, key: TimerKey, point: EventTracePoint) {
     let Some((tag, created)) = inner
         .timers
         .borrow()
@@ -445,6 +450,7 @@ fn trace(inner: &Inner, key: TimerKey, point: EventTracePoint) {
 }
 
 /// Report the detach of a timer that has been removed.
+#[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
     if inner.tracer.events_on() {
         inner
