@@ -28,7 +28,10 @@ fn outer_wait(ctx_fd: RawFd, own_fd: RawFd, timeout: Option<Duration>) -> std::i
     ];
     let ms = match timeout {
         None => -1,
-        Some(t) => t.as_millis().min(i32::MAX as u128) as i32 + i32::from(t.subsec_nanos() % 1_000_000 != 0),
+        Some(t) => {
+            t.as_millis().min(i32::MAX as u128) as i32
+                + i32::from(t.subsec_nanos() % 1_000_000 != 0)
+        }
     };
     // SAFETY: `fds` is a valid array of two initialised pollfd structures.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
@@ -49,11 +52,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
 
     let mut ticks = 0;
-    let _tick = ctx.add_timer(Deadline::after(Duration::from_millis(500)), move |_ctx, timer, now| {
-        ticks += 1;
-        println!("[{:>5} ms] context: tick {ticks}", start.elapsed().as_millis());
-        timer.update(now + Duration::from_millis(500));
-    });
+    let _tick = ctx.add_timer(
+        Deadline::after(Duration::from_millis(500)),
+        move |_ctx, timer, now| {
+            ticks += 1;
+            println!(
+                "[{:>5} ms] context: tick {ticks}",
+                start.elapsed().as_millis()
+            );
+            timer.update(now + Duration::from_millis(500));
+        },
+    );
     let _hello = ctx.schedule_immediate(move |_ctx, _im| {
         println!("[{:>5} ms] context: immediate", start.elapsed().as_millis());
     });

@@ -64,7 +64,12 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.op, io::Error::from_raw_os_error(self.errno))
+        write!(
+            f,
+            "{}: {}",
+            self.op,
+            io::Error::from_raw_os_error(self.errno)
+        )
     }
 }
 
@@ -73,7 +78,10 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("op", &self.op)
             .field("errno", &self.errno)
-            .field("message", &io::Error::from_raw_os_error(self.errno).to_string())
+            .field(
+                "message",
+                &io::Error::from_raw_os_error(self.errno).to_string(),
+            )
             .finish()
     }
 }
