@@ -10,7 +10,7 @@
 //! | name | what it is |
 //! |---|---|
 //! | `"epoll"` | Linux `epoll`, called directly; the default on Linux |
-//! | `"polling"` | the [`polling`] crate (epoll, kqueue, event ports, ...); the default elsewhere |
+//! | `"polling"` | the [`polling`](::polling) crate (epoll, kqueue, event ports, ...); the default elsewhere |
 //! | `"poll"` | `poll(2)`: portable, O(n) per wait |
 //!
 //! `"standard"` is accepted as an alias of the default, as in tevent.
@@ -87,7 +87,7 @@ pub trait Backend {
     fn reinitialise(&mut self) -> io::Result<()>;
 }
 
-/// The names [`create`] accepts, default first.
+/// The names [`Context::with_backend`](crate::Context::with_backend) accepts, default first.
 pub fn names() -> &'static [&'static str] {
     if cfg!(target_os = "linux") {
         &["epoll", "polling", "poll"]
