@@ -149,39 +149,30 @@ impl QueueInner {
         let Some(inner) = self.ctx.upgrade() else {
             return;
         };
-        if !inner.tracer.events_on() {
-            return;
-        }
-        let Some((tag, created)) = self
-            .entries
-            .borrow()
-            .slots
-            .get(key)
-            .map(|e| (e.tag, e.created))
-        else {
-            return;
-        };
-        let new = inner
-            .tracer
-            .event_point(EventKind::QueueEntry, tag, created, point);
-        if new != tag {
-            if let Some(e) = self.entries.borrow_mut().slots.get_mut(key) {
-                e.tag = new;
-            }
-        }
+        inner.tracer.report(
+            EventKind::QueueEntry,
+            point,
+            || {
+                self.entries
+                    .borrow()
+                    .slots
+                    .get(key)
+                    .map(|e| (e.tag, e.created))
+            },
+            |tag| {
+                if let Some(e) = self.entries.borrow_mut().slots.get_mut(key) {
+                    e.tag = tag;
+                }
+            },
+        );
     }
 
     /// Report the detach of a removed entry.
     fn trace_gone(&self, entry: &Entry) {
         if let Some(inner) = self.ctx.upgrade() {
-            if inner.tracer.events_on() {
-                inner.tracer.event_point(
-                    EventKind::QueueEntry,
-                    entry.tag,
-                    entry.created,
-                    EventTracePoint::Detach,
-                );
-            }
+            inner
+                .tracer
+                .report_gone(EventKind::QueueEntry, entry.tag, entry.created);
         }
     }
 }

@@ -517,43 +517,32 @@ pub(crate) fn remove_all(table: &mut SignalTable, wakeup_fd: RawFd) -> Vec<SigSl
     removed
 }
 
-/// Report a trace point for a live signal event (no table borrowed).
+/// Report a trace point for a live event of this table (no borrow held).
 #[inline]
 fn trace(inner: &Inner, key: SigKey, point: EventTracePoint) {
-    if inner.tracer.events_on() {
-        trace_slow(inner, key, point);
-    }
+    inner.tracer.report(
+        EventKind::Signal,
+        point,
+        || {
+            inner
+                .signals
+                .borrow()
+                .slots
+                .get(key)
+                .map(|s| (s.tag, s.created))
+        },
+        |tag| {
+            if let Some(slot) = inner.signals.borrow_mut().slots.get_mut(key) {
+                slot.tag = tag;
+            }
+        },
+    );
 }
 
-#[cold]
-fn trace_slow(inner: &Inner, key: SigKey, point: EventTracePoint) {
-    let Some((tag, created)) = inner
-        .signals
-        .borrow()
-        .slots
-        .get(key)
-        .map(|s| (s.tag, s.created))
-    else {
-        return;
-    };
-    let new = inner
-        .tracer
-        .event_point(EventKind::Signal, tag, created, point);
-    if new != tag {
-        if let Some(slot) = inner.signals.borrow_mut().slots.get_mut(key) {
-            slot.tag = new;
-        }
-    }
-}
-
-/// Report the detach of a signal event that has been removed.
+/// Report the detach of a removed event of this table.
 #[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
-    if inner.tracer.events_on() {
-        inner
-            .tracer
-            .event_point(EventKind::Signal, tag, created, EventTracePoint::Detach);
-    }
+    inner.tracer.report_gone(EventKind::Signal, tag, created);
 }
 
 impl Drop for SignalEvent {

@@ -420,43 +420,32 @@ impl Drop for Timer {
     }
 }
 
-/// Report a trace point for a live timer (no table borrowed).
+/// Report a trace point for a live event of this table (no borrow held).
 #[inline]
 fn trace(inner: &Inner, key: TimerKey, point: EventTracePoint) {
-    if inner.tracer.events_on() {
-        trace_slow(inner, key, point);
-    }
+    inner.tracer.report(
+        EventKind::Timer,
+        point,
+        || {
+            inner
+                .timers
+                .borrow()
+                .slots
+                .get(key)
+                .map(|s| (s.tag, s.created))
+        },
+        |tag| {
+            if let Some(slot) = inner.timers.borrow_mut().slots.get_mut(key) {
+                slot.tag = tag;
+            }
+        },
+    );
 }
 
-#[cold]
-fn trace_slow(inner: &Inner, key: TimerKey, point: EventTracePoint) {
-    let Some((tag, created)) = inner
-        .timers
-        .borrow()
-        .slots
-        .get(key)
-        .map(|s| (s.tag, s.created))
-    else {
-        return;
-    };
-    let new = inner
-        .tracer
-        .event_point(EventKind::Timer, tag, created, point);
-    if new != tag {
-        if let Some(slot) = inner.timers.borrow_mut().slots.get_mut(key) {
-            slot.tag = new;
-        }
-    }
-}
-
-/// Report the detach of a timer that has been removed.
+/// Report the detach of a removed event of this table.
 #[inline]
 fn trace_gone(inner: &Inner, tag: u64, created: &'static Location<'static>) {
-    if inner.tracer.events_on() {
-        inner
-            .tracer
-            .event_point(EventKind::Timer, tag, created, EventTracePoint::Detach);
-    }
+    inner.tracer.report_gone(EventKind::Timer, tag, created);
 }
 
 impl TimerSlotBox {

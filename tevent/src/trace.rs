@@ -108,6 +108,40 @@ impl Tracer {
         self.event_on.get()
     }
 
+    /// Report `point` for a live event kept in a table: `read` looks up its
+    /// tag and creation place (`None`: the event is gone, nothing is
+    /// reported), `write` stores a tag the callback changed. Neither may be
+    /// called with the table borrowed.
+    #[inline]
+    pub(crate) fn report<R, W>(&self, kind: EventKind, point: EventTracePoint, read: R, write: W)
+    where
+        R: FnOnce() -> Option<(u64, &'static Location<'static>)>,
+        W: FnOnce(u64),
+    {
+        if !self.events_on() {
+            return;
+        }
+        if let Some((tag, created)) = read() {
+            let new = self.event_point(kind, tag, created, point);
+            if new != tag {
+                write(new);
+            }
+        }
+    }
+
+    /// Report the `Detach` of an event that has been removed.
+    #[inline]
+    pub(crate) fn report_gone(
+        &self,
+        kind: EventKind,
+        tag: u64,
+        created: &'static Location<'static>,
+    ) {
+        if self.events_on() {
+            self.event_point(kind, tag, created, EventTracePoint::Detach);
+        }
+    }
+
     /// Report `point` for an event; returns its tag, possibly changed by
     /// the callback. Must be called with no table borrowed.
     #[cold]
