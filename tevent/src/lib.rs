@@ -16,7 +16,17 @@
 //! [`Context::loop_wait`] (until no events remain).
 //!
 //! There are no futures here: asynchronous work is written as explicit
-//! state machines advanced by handlers.
+//! state machines advanced by handlers, and packaged as requests
+//! ([`Req`], tevent's `tevent_req`) that finish with a callback;
+//! [`Queue`] serialises them. The [`guide`] walks from a first timer to
+//! requests with sub-requests.
+//!
+//! Beyond the basics: [`ThreadHandle`] lets other threads run work on the
+//! loop thread; [`Context::loop_fd`], [`Context::next_timeout`] and
+//! [`Context::try_loop_once`] embed the loop in another one; trace
+//! callbacks ([`Context::set_trace_callback`],
+//! [`Context::set_event_trace_callback`]) show what it does; backends are
+//! pluggable ([`backend`]).
 //!
 //! # Threads
 //!
@@ -70,6 +80,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod backend;
+pub mod guide;
 mod context;
 mod error;
 mod fd;
