@@ -80,11 +80,11 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod backend;
-pub mod guide;
 mod context;
 mod error;
 mod fd;
 mod flags;
+pub mod guide;
 mod immediate;
 mod queue;
 mod req;
