@@ -222,8 +222,9 @@ fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
 ///   keeps a finished request without receiving it blocks the queue. (This
 ///   is the tevent rule users trip over; [`wait_send`](Queue::wait_send)
 ///   uses it on purpose, and holds its place until dropped.)
-/// - Dropping the queue removes every entry; the requests are left alone
-///   and never triggered.
+/// - `Queue` is a cheap handle (`Clone`): callbacks that start or stop the
+///   queue keep a clone. Dropping the last handle removes every entry; the
+///   requests are left alone and never triggered.
 ///
 /// # Example
 ///
@@ -253,6 +254,7 @@ fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
 /// assert_eq!(*order.borrow(), vec![0, 1, 2]);
 /// # Ok::<(), tevent::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct Queue {
     inner: Rc<QueueInner>,
 }
@@ -260,6 +262,7 @@ pub struct Queue {
 /// An entry of a queue (tevent's `tevent_queue_entry`), returned by
 /// [`Queue::add_entry`]: dropping it removes the request from the queue
 /// (the request itself is left alone).
+#[must_use = "dropping the entry removes the request from the queue at once"]
 pub struct QueueEntry {
     queue: Weak<QueueInner>,
     key: EntryKey,
@@ -481,16 +484,15 @@ fn orphan_request() -> Req<(), ()> {
     }
 }
 
-impl Drop for Queue {
+impl Drop for QueueInner {
     fn drop(&mut self) {
-        let entries = std::mem::take(&mut *self.inner.entries.borrow_mut());
-        let immediate = self.inner.immediate.borrow_mut().take();
-        drop(immediate);
+        let entries = std::mem::take(self.entries.get_mut());
+        drop(self.immediate.get_mut().take());
         // In queue order, as tevent frees them.
         let mut next = entries.head;
         while let Some(key) = next {
             let entry = &entries.slots[key];
-            self.inner.trace_gone(entry);
+            self.trace_gone(entry);
             next = entry.next;
         }
         drop(entries);

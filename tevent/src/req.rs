@@ -162,6 +162,10 @@ pub(crate) struct ReqCell<S, T> {
 /// - Receiving ends the request: its state (and with it every sub-request,
 ///   timer and fd event the state owns) is released, and the cleanup
 ///   function runs with [`ReqState::Received`].
+/// - A request finished inside `_send` and posted is no longer
+///   [in progress](Req::is_in_progress) although its callback has not run
+///   yet: wait for the callback (or use [`poll`](Req::poll)), not for
+///   `!is_in_progress()`.
 /// - **Dropping an unfinished request cancels it**: its state is dropped,
 ///   its end time and pending post are removed, and its callback never
 ///   fires. This is talloc's `talloc_free(req)`.
