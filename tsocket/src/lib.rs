@@ -41,7 +41,8 @@ mod listener;
 // module docs.
 pub mod stream;
 pub use bsd_stream::{
-    bsd_fail_readv_first_error, bsd_optimize_readv, bsd_raw_fd, existing_socket, unix_socketpair,
+    bsd_fail_readv_first_error, bsd_optimize_readv, bsd_raw_fd, bsd_read_ahead, existing_socket,
+    unix_socketpair,
 };
 pub use connect::{
     tcp_connect_recv, tcp_connect_send, unix_connect_recv, unix_connect_send, ConnectReq,

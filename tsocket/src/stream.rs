@@ -222,6 +222,14 @@ pub trait StreamOps: Any {
         Ok(0)
     }
 
+    /// How many received bytes the transport holds in memory, ready for
+    /// [`try_readv`](StreamOps::try_readv) without a system call (a
+    /// read-ahead buffer). [`readv_pdu_send`] then reads the first vector
+    /// from them at once too. The default is 0.
+    fn buffered(&self) -> usize {
+        0
+    }
+
     /// Append at least one and at most `max` bytes (`max > 0`) to `buf`:
     /// what has arrived when the stream becomes readable, like `read(2)`.
     /// For byte relays (echo servers, proxies) that do not frame PDUs.
@@ -759,7 +767,9 @@ fn readv_pdu_ask_for_next_vector<N: NextVector + 'static>(ctx: &Context, req: &R
                     return;
                 }
                 let mut missing = want;
-                if vectors > 0 {
+                // After the first vector the data has likely arrived; the
+                // first one too when the transport holds bytes in memory.
+                if vectors > 0 || stream.ops().buffered() > 0 {
                     match stream.try_readv(&mut buf, want) {
                         Ok(got) => missing = want - got.min(want),
                         Err(err) => {

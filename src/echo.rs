@@ -1,0 +1,274 @@
+//! The echo server of `examples/echo_server.rs`, as a library so that the
+//! tests drive the same code: frames of a 4-byte big-endian length and that
+//! many bytes are read with `readv_pdu` and written back unchanged with
+//! `writev_queue`.
+//!
+//! Each connection is a small state machine of requests:
+//!
+//! ```text
+//! accept ──> read frame (readv_pdu) ──> echo (writev_queue) ─┐
+//!              ^    └─ the next frame is read at once         │
+//!              └──────────────────────────────────────────────┘
+//! ```
+//!
+//! Reading does not wait for the write. One write is outstanding per
+//! connection (through its write queue); while more input is at hand (a
+//! pipelining client), echoes are gathered and go out together in one
+//! `writev`, in order. A frame longer than 16 MiB closes that connection
+//! only, with a log line. A connection is closed on its first error (end of
+//! file included).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use tevent::{Context, Queue};
+use tsocket::{
+    accept_recv, accept_send, readv_pdu_recv, readv_pdu_send, writev_queue_recv_bufs,
+    writev_queue_send, AcceptReq, Address, Error, Listener, NextRead, NextVector, ReadvPduReq,
+    Stream, WritevQueueReq,
+};
+
+/// Frames longer than this close the connection.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// At most this many echoes are gathered into one write.
+const MAX_GATHER: usize = 64;
+
+/// The next-vector callback for one frame: the header, then the payload.
+#[derive(Debug, Default)]
+struct Frame {
+    header_read: bool,
+}
+
+impl NextVector for Frame {
+    fn next_vector(&mut self, pdu: &mut Vec<u8>) -> Result<NextRead, Error> {
+        if !self.header_read {
+            self.header_read = true;
+            return Ok(NextRead::Read(4));
+        }
+        if pdu.len() > 4 {
+            return Ok(NextRead::Done);
+        }
+        let len = u32::from_be_bytes([pdu[0], pdu[1], pdu[2], pdu[3]]) as usize;
+        if len > MAX_FRAME {
+            log::info!("frame of {len} bytes is over {MAX_FRAME}: closing the connection");
+            return Err(Error::new("readv_pdu", libc::EMSGSIZE));
+        }
+        if len == 0 {
+            return Ok(NextRead::Done);
+        }
+        Ok(NextRead::Read(len))
+    }
+}
+
+/// One client connection.
+struct Conn {
+    id: u64,
+    stream: Stream,
+    queue: Queue,
+    /// The frame being read.
+    read: RefCell<Option<ReadvPduReq<Frame>>>,
+    /// The echo being written (a vector of one or more frames).
+    write: RefCell<Option<WritevQueueReq>>,
+    /// Frames read while a write was outstanding: they go out together, in
+    /// one `writev`, when it finishes (one system call for a whole burst of
+    /// pipelined frames instead of one per frame).
+    pending: RefCell<Vec<Vec<u8>>>,
+    /// Buffers of finished writes, reused for the next frames.
+    spare: RefCell<Vec<Vec<u8>>>,
+}
+
+struct Server {
+    listener: Listener,
+    accept: RefCell<Option<AcceptReq>>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_id: Cell<u64>,
+}
+
+fn accept_next(ctx: &Context, server: &Rc<Server>) {
+    let req = accept_send(ctx, &server.listener);
+    let weak = Rc::downgrade(server);
+    req.set_callback(move |req| {
+        let Some(server) = weak.upgrade() else { return };
+        let result = accept_recv(req);
+        match result {
+            Ok((stream, peer)) => {
+                let id = server.next_id.get();
+                server.next_id.set(id + 1);
+                log::debug!("connection {id} from {peer}");
+                if let Some(ctx) = req.context() {
+                    let conn = Rc::new(Conn {
+                        id,
+                        queue: Queue::new(&ctx, "echo writes"),
+                        stream,
+                        read: RefCell::new(None),
+                        write: RefCell::new(None),
+                        pending: RefCell::new(Vec::new()),
+                        spare: RefCell::new(Vec::new()),
+                    });
+                    // Many small frames per read: one system call per
+                    // buffer-full rather than two per frame.
+                    tsocket::bsd_read_ahead(&conn.stream, 64 * 1024);
+                    server.conns.borrow_mut().insert(id, conn.clone());
+                    read_next(&ctx, &server, &conn);
+                    accept_next(&ctx, &server);
+                }
+            }
+            Err(e) => {
+                log::warn!("accept: {e}");
+                if let Some(ctx) = req.context() {
+                    accept_next(&ctx, &server);
+                }
+            }
+        }
+    });
+    *server.accept.borrow_mut() = Some(req);
+}
+
+fn read_next(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+    let mut buf = conn.spare.borrow_mut().pop().unwrap_or_default();
+    buf.clear();
+    let req = readv_pdu_send(ctx, &conn.stream, buf, Frame::default());
+    let (server_weak, conn_weak) = (Rc::downgrade(server), Rc::downgrade(conn));
+    req.set_callback(move |req| {
+        let (Some(server), Some(conn)) = (server_weak.upgrade(), conn_weak.upgrade()) else {
+            return;
+        };
+        match readv_pdu_recv(req) {
+            Ok((frame, _)) => {
+                let Some(ctx) = req.context() else { return };
+                write_frame(&ctx, &server, &conn, frame);
+                read_next(&ctx, &server, &conn);
+            }
+            Err(e) => close(&server, &conn, &e),
+        }
+    });
+    // A read that could not finish from what was already received waits
+    // for the socket: send the gathered echoes first.
+    let waits = req.is_in_progress();
+    *conn.read.borrow_mut() = Some(req);
+    if waits {
+        flush(ctx, server, conn);
+    }
+}
+
+/// Queue the echo of `frame`. Echoes are gathered while the next frame is
+/// already at hand (a pipelining client) and written together, in one
+/// `writev`, as soon as the reader has to wait for the socket (or the batch
+/// is full): a burst of frames costs one system call, and a client that
+/// waits for its echo before sending more is never kept waiting.
+fn write_frame(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>, frame: Vec<u8>) {
+    let gathered = {
+        let mut pending = conn.pending.borrow_mut();
+        pending.push(frame);
+        pending.len()
+    };
+    if gathered >= MAX_GATHER {
+        flush(ctx, server, conn);
+    }
+}
+
+/// Start writing the gathered echoes unless a write is outstanding (it
+/// takes them when it finishes).
+fn flush(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+    if conn.write.borrow().is_none() {
+        write_pending(ctx, server, conn);
+    }
+}
+
+fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+    let frames = std::mem::take(&mut *conn.pending.borrow_mut());
+    if frames.is_empty() {
+        return;
+    }
+    let req = writev_queue_send(ctx, &conn.stream, &conn.queue, frames);
+    let (server_weak, conn_weak) = (Rc::downgrade(server), Rc::downgrade(conn));
+    req.set_callback(move |req| {
+        let (Some(server), Some(conn)) = (server_weak.upgrade(), conn_weak.upgrade()) else {
+            return;
+        };
+        let result = writev_queue_recv_bufs(req);
+        // Received and dropped: the queue moves on.
+        let done = conn.write.borrow_mut().take();
+        drop(done);
+        match result {
+            Ok((_, bufs)) => {
+                conn.spare.borrow_mut().extend(bufs);
+                if let Some(ctx) = req.context() {
+                    write_pending(&ctx, &server, &conn);
+                }
+            }
+            Err(e) => close(&server, &conn, &e),
+        }
+    });
+    *conn.write.borrow_mut() = Some(req);
+}
+
+/// Drop the connection's requests (cancelling them) and the connection.
+fn close(server: &Server, conn: &Conn, why: &Error) {
+    if why.errno() == libc::EPIPE {
+        log::debug!("connection {} closed by the peer", conn.id);
+    } else {
+        log::info!("connection {}: {why}; closing it", conn.id);
+    }
+    let conn = server.conns.borrow_mut().remove(&conn.id);
+    if let Some(conn) = conn {
+        let read = conn.read.borrow_mut().take();
+        let write = conn.write.borrow_mut().take();
+        drop((read, write));
+    }
+}
+
+/// A running echo server: it serves while this handle lives and the
+/// context's loop runs. Dropping it closes the listener and every
+/// connection.
+pub struct EchoServer {
+    server: Rc<Server>,
+}
+
+impl EchoServer {
+    /// Listen on `addr` and serve on `ctx`.
+    ///
+    /// # Errors
+    ///
+    /// The listener's bind or listen error.
+    pub fn start(ctx: &Context, addr: &Address) -> Result<EchoServer, Error> {
+        let listener = Listener::bind(addr)?;
+        let server = Rc::new(Server {
+            listener,
+            accept: RefCell::new(None),
+            conns: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        });
+        accept_next(ctx, &server);
+        Ok(EchoServer { server })
+    }
+
+    /// The address it listens on (with the port the kernel chose for 0).
+    pub fn local_address(&self) -> &Address {
+        self.server.listener.local_address()
+    }
+
+    /// How many connections are open.
+    pub fn connections(&self) -> usize {
+        self.server.conns.borrow().len()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let accept = self.server.accept.borrow_mut().take();
+        let conns = std::mem::take(&mut *self.server.conns.borrow_mut());
+        drop((accept, conns));
+    }
+}
+
+impl std::fmt::Debug for EchoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoServer")
+            .field("listening", self.local_address())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
