@@ -1,6 +1,6 @@
 #!/bin/bash
 # Compare the tevent crate with Samba's C tevent (the anchor in shared/anchors/tevent-c)
-# on W1-W4 of workloads.md, in one sitting: wall time (median of --reps runs, each
+# on W1-W6 of workloads.md, in one sitting: wall time (median of --reps runs, each
 # workload in its own process, C and ours alternating) and callgrind instructions per
 # op (user space only, deterministic) at the reduced N of the anchor's callgrind.sh.
 #
@@ -76,7 +76,7 @@ log "   $OURS"
 
 # --- (c) wall time ----------------------------------------------------------------------
 declare -A NS IR ALLOCS
-IDS="W1 W2 W3-1000 W3-10000 W4"
+IDS="W1 W2 W3-1000 W3-10000 W4 W5 W6"
 
 # wall KEY ID BACKEND PROGRAM: one run; appends ns/op to NS[KEY|ID] (and allocs/op).
 # BACKEND goes to TEVENT_BACKEND (our bench reads it; the C programs ignore it).
@@ -128,7 +128,7 @@ ir() {
 
 if [ "$CALLGRIND" = 1 ]; then
 	log "== callgrind (instructions per op, reduced N)"
-	for spec in W1:100000:1 W2:20000:2 W3-1000:1000:3 W3-10000:10000:3 W4:20000:4; do
+	for spec in W1:100000:1 W2:20000:2 W3-1000:1000:3 W3-10000:10000:3 W4:20000:4 W5:100000:5 W6:20000:6; do
 		IFS=: read -r id ops w <<<"$spec"
 		ir c "$id" "$ops" "w$w" - "$CBENCH"
 		ir ours "$id" "$ops" "*workload_w$w*" epoll "$OURS"
