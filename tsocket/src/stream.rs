@@ -505,8 +505,24 @@ fn check_read_len(len: usize, want: usize) -> Option<i32> {
 /// ```
 #[track_caller]
 pub fn readv_send(ctx: &Context, stream: &Stream, buf: Vec<u8>, want: usize) -> ReadvReq {
+    start_read(ctx, stream, buf, want, |ops, buf| {
+        ops.readv_send(ctx, buf, want)
+    })
+}
+
+/// The generic layer's part of every read: validate, refuse when closed or
+/// busy (the refusal posted), else start `read` on the transport and record
+/// it as the outstanding read.
+#[track_caller]
+fn start_read(
+    ctx: &Context,
+    stream: &Stream,
+    buf: Vec<u8>,
+    n: usize,
+    read: impl FnOnce(&dyn StreamOps, Vec<u8>) -> ReadvReq,
+) -> ReadvReq {
     let inner = &stream.inner;
-    if let Some(errno) = check_read_len(buf.len(), want) {
+    if let Some(errno) = check_read_len(buf.len(), n) {
         return failed_req(ctx, errno);
     }
     if let Some(errno) = inner.closed_errno() {
@@ -515,7 +531,7 @@ pub fn readv_send(ctx: &Context, stream: &Stream, buf: Vec<u8>, want: usize) -> 
     if busy(&inner.readv) {
         return failed_req(ctx, libc::EBUSY);
     }
-    let req = inner.ops.readv_send(ctx, buf, want);
+    let req = read(&inner.ops, buf);
     occupy(&inner.readv, &req);
     req
 }
@@ -551,19 +567,9 @@ pub fn readv_recv(req: &ReadvReq) -> Result<Vec<u8>, Error> {
 /// ```
 #[track_caller]
 pub fn read_some_send(ctx: &Context, stream: &Stream, buf: Vec<u8>, max: usize) -> ReadvReq {
-    let inner = &stream.inner;
-    if let Some(errno) = check_read_len(buf.len(), max) {
-        return failed_req(ctx, errno);
-    }
-    if let Some(errno) = inner.closed_errno() {
-        return failed_req(ctx, errno);
-    }
-    if busy(&inner.readv) {
-        return failed_req(ctx, libc::EBUSY);
-    }
-    let req = inner.ops.read_some_send(ctx, buf, max);
-    occupy(&inner.readv, &req);
-    req
+    start_read(ctx, stream, buf, max, |ops, buf| {
+        ops.read_some_send(ctx, buf, max)
+    })
 }
 
 /// The buffer of a finished [`read_some_send`] request, with at least one
