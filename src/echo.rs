@@ -15,14 +15,18 @@
 //! connection (through its write queue); while more input is at hand (a
 //! pipelining client), echoes are gathered and go out together in one
 //! `writev`, in order. A frame longer than 16 MiB closes that connection
-//! only, with a log line. A connection is closed on its first error (end of
-//! file included).
+//! only, with a log line. At the end of input the echoes of the frames
+//! already read are written, then the connection is closed; any other error
+//! closes it at once. When the process runs out of fds, accepting pauses
+//! for 100 ms instead of failing in a loop.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use tevent::{Context, Queue};
+use std::time::Duration;
+
+use tevent::{Context, Deadline, Queue, Timer};
 use tsocket::{
     accept_recv, accept_send, readv_pdu_recv, readv_pdu_send, writev_queue_recv_bufs,
     writev_queue_send, AcceptReq, Address, Error, Listener, NextRead, NextVector, ReadvPduReq,
@@ -34,6 +38,9 @@ pub const MAX_FRAME: usize = 16 << 20;
 
 /// At most this many echoes are gathered into one write.
 const MAX_GATHER: usize = 64;
+
+/// How long to wait before accepting again after running out of fds.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The next-vector callback for one frame: the header, then the payload.
 #[derive(Debug, Default)]
@@ -77,11 +84,15 @@ struct Conn {
     pending: RefCell<Vec<Vec<u8>>>,
     /// Buffers of finished writes, reused for the next frames.
     spare: RefCell<Vec<Vec<u8>>>,
+    /// The peer finished sending: close once the echoes are out.
+    closing: Cell<bool>,
 }
 
 struct Server {
     listener: Listener,
     accept: RefCell<Option<AcceptReq>>,
+    /// Accepting again after running out of fds.
+    accept_retry: RefCell<Option<Timer>>,
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
     next_id: Cell<u64>,
 }
@@ -106,6 +117,7 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
                         write: RefCell::new(None),
                         pending: RefCell::new(Vec::new()),
                         spare: RefCell::new(Vec::new()),
+                        closing: Cell::new(false),
                     });
                     // Many small frames per read: one system call per
                     // buffer-full rather than two per frame.
@@ -117,7 +129,22 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
             }
             Err(e) => {
                 log::warn!("accept: {e}");
-                if let Some(ctx) = req.context() {
+                let Some(ctx) = req.context() else { return };
+                if matches!(
+                    e.errno(),
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                ) {
+                    // Out of fds or memory: accepting again at once would
+                    // fail again at once. Retry when some may be free.
+                    let weak = Rc::downgrade(&server);
+                    let retry =
+                        ctx.add_timer(Deadline::after(ACCEPT_BACKOFF), move |ctx, _timer, _now| {
+                            if let Some(server) = weak.upgrade() {
+                                accept_next(ctx, &server);
+                            }
+                        });
+                    *server.accept_retry.borrow_mut() = Some(retry);
+                } else {
                     accept_next(&ctx, &server);
                 }
             }
@@ -140,6 +167,14 @@ fn read_next(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
                 let Some(ctx) = req.context() else { return };
                 write_frame(&ctx, &server, &conn, frame);
                 read_next(&ctx, &server, &conn);
+            }
+            // The peer finished sending: echo what it sent, then close.
+            Err(e) if e.errno() == libc::EPIPE => {
+                let Some(ctx) = req.context() else { return };
+                log::debug!("connection {}: end of input", conn.id);
+                conn.closing.set(true);
+                flush(&ctx, &server, &conn);
+                close_if_done(&server, &conn);
             }
             Err(e) => close(&server, &conn, &e),
         }
@@ -198,11 +233,21 @@ fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
                 if let Some(ctx) = req.context() {
                     write_pending(&ctx, &server, &conn);
                 }
+                close_if_done(&server, &conn);
             }
             Err(e) => close(&server, &conn, &e),
         }
     });
     *conn.write.borrow_mut() = Some(req);
+}
+
+/// Close a connection whose peer finished sending once its echoes are out.
+fn close_if_done(server: &Server, conn: &Conn) {
+    if conn.closing.get() && conn.write.borrow().is_none() && conn.pending.borrow().is_empty() {
+        log::debug!("connection {}: echoes written, closing", conn.id);
+        let conn = server.conns.borrow_mut().remove(&conn.id);
+        drop(conn);
+    }
 }
 
 /// Drop the connection's requests (cancelling them) and the connection.
@@ -238,6 +283,7 @@ impl EchoServer {
         let server = Rc::new(Server {
             listener,
             accept: RefCell::new(None),
+            accept_retry: RefCell::new(None),
             conns: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
         });
@@ -258,6 +304,8 @@ impl EchoServer {
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
+        let retry = self.server.accept_retry.borrow_mut().take();
+        drop(retry);
         let accept = self.server.accept.borrow_mut().take();
         let conns = std::mem::take(&mut *self.server.conns.borrow_mut());
         drop((accept, conns));

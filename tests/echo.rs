@@ -154,3 +154,25 @@ fn a_client_that_leaves_in_the_middle_of_a_frame_does_not_disturb_others() {
         "the half-frame connection was closed"
     );
 }
+
+/// A client that half-closes right after a frame (here: after the next
+/// frame's header) still gets the echo of every complete frame.
+#[test]
+fn frames_before_the_end_of_input_are_echoed_before_the_close() {
+    for tail in [0usize, 4, 9] {
+        let (ctx, _server, addr) = start();
+        let c = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut wire = frame(b"first");
+            wire.extend_from_slice(&frame(b"second-frame")[..tail]);
+            s.write_all(&wire).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let got = serve(&ctx, vec![c]).pop().unwrap();
+        assert_eq!(got, frame(b"first"), "tail {tail}");
+    }
+}

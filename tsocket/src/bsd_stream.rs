@@ -19,7 +19,8 @@
 //!   watching), then `WRITE` (the writer only: the reader waits for the next
 //!   iteration), then `READ`.
 //! - Errors are sticky: once a read or write failed, every later operation
-//!   fails with the same errno. End of file is `EPIPE`.
+//!   fails with the same errno. End of file is `EPIPE`, for every later read
+//!   too; writes go on after it (a peer that half-closed still reads).
 //! - The state of the outstanding read and write (buffers, progress) lives
 //!   here, next to a weak reference to its request: a request costs no
 //!   allocation besides itself, and dropping it cancels the operation.
@@ -145,6 +146,9 @@ struct BsdInner {
     raw: Cell<RawFd>,
     /// The sticky error (0: none).
     error: Cell<i32>,
+    /// The peer finished sending: every later read is `EPIPE`. Writes go on
+    /// (TCP allows them after a half-close) until the kernel refuses them.
+    eof: Cell<bool>,
     /// The outstanding read, if any. A read whose request was dropped stays
     /// here (with its buffer) until the next read or wake-up replaces it.
     reader: RefCell<Option<Reader>>,
@@ -228,10 +232,12 @@ fn poll_or_sock_error(fd: RawFd) -> i32 {
             return libc::ECONNRESET;
         }
     }
-    // POLLERR, POLLNVAL or a failed poll: the socket's error, else EPIPE.
+    // POLLERR, POLLNVAL or a failed poll: the socket's error, else EPIPE
+    // (also for an fd that is no socket, a pipe whose reader went away:
+    // SO_ERROR would only say ENOTSOCK).
     match so_error(fd) {
-        Ok(0) => libc::EPIPE,
-        Ok(e) | Err(e) => e,
+        Ok(0) | Err(_) => libc::EPIPE,
+        Ok(e) => e,
     }
 }
 
@@ -352,6 +358,7 @@ impl BsdInner {
             fd: RefCell::new(Some(fd)),
             raw: Cell::new(raw),
             error: Cell::new(0),
+            eof: Cell::new(false),
             reader: RefCell::new(None),
             writer: RefCell::new(None),
             optimize_readv: Cell::new(false),
@@ -469,11 +476,17 @@ impl BsdInner {
         errno
     }
 
+    /// Why a read is refused now: the sticky error, or end of file.
+    fn read_refused(&self) -> Option<i32> {
+        self.refused()
+            .or_else(|| self.eof.get().then_some(libc::EPIPE))
+    }
+
     /// One `read` of up to `want` bytes, appended to `buf`'s spare capacity.
-    /// `Ok(0)` if nothing is available now; `EPIPE` at end of file. Errors
-    /// become sticky.
+    /// `Ok(0)` if nothing is available now; `EPIPE` at end of file (and for
+    /// every later read). Errors become sticky.
     fn read_once(&self, buf: &mut Vec<u8>, want: usize) -> Result<usize, i32> {
-        if let Some(errno) = self.refused() {
+        if let Some(errno) = self.read_refused() {
             return Err(errno);
         }
         let use_ahead = {
@@ -535,7 +548,8 @@ impl BsdInner {
                 return Ok(n as usize);
             }
             if n == 0 {
-                return Err(self.set_error(libc::EPIPE));
+                self.eof.set(true);
+                return Err(libc::EPIPE);
             }
             let errno = last_errno();
             if errno == libc::EINTR {
@@ -812,7 +826,7 @@ impl BsdStream {
         let refused = if inner.live_reader().is_some() {
             Some(libc::EBUSY)
         } else {
-            inner.refused()
+            inner.read_refused()
         };
         if let Some(errno) = refused {
             req.error(errno as u64);
@@ -837,10 +851,16 @@ impl BsdStream {
                 }
             }
         }
-        if let Err(errno) = inner
-            .ensure_fde(ctx)
-            .and_then(|()| inner.add_flags(FdFlags::READ))
-        {
+        if let Err(errno) = inner.ensure_fde(ctx).and_then(|()| {
+            // To fail at the first error the reader must be told about
+            // it: a hang-up reaches a READ-only waiter as plain READ.
+            let flags = if inner.fail_readv_first_error.get() {
+                FdFlags::READ | FdFlags::ERROR
+            } else {
+                FdFlags::READ
+            };
+            inner.add_flags(flags)
+        }) {
             req.error(errno as u64);
             return req.post();
         }
@@ -1064,6 +1084,10 @@ pub fn unix_socketpair() -> Result<(Stream, Stream), Error> {
         .map_err(|e| Error::from_io("socketpair", &e))?;
     for s in [&a, &b] {
         s.set_nonblocking(true)
+            .map_err(|e| Error::from_io("socketpair", &e))?;
+        // No MSG_NOSIGNAL there: the socket itself must not raise SIGPIPE.
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        s.set_nosigpipe(true)
             .map_err(|e| Error::from_io("socketpair", &e))?;
     }
     Ok((from_socket(a), from_socket(b)))

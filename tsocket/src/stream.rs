@@ -40,8 +40,10 @@
 //! - A read completes only when **all** the bytes asked for have arrived; a
 //!   write only when the **whole** vector has been handed to the kernel
 //!   (partial writes are continued across wake-ups).
-//! - End of file is `EPIPE`. Errors are sticky on the BSD transport: once a
-//!   read or write failed, every later operation fails with the same errno.
+//! - End of file is `EPIPE` (and stays so for later reads; writes go on, as
+//!   a peer that half-closed still reads). Errors are sticky on the BSD
+//!   transport: once a read or write failed, every later operation fails
+//!   with the same errno.
 //! - Zero-length reads and writes are refused with `EINVAL`.
 //! - [`disconnect_send`] is refused with `EBUSY` while a read or write is
 //!   outstanding; while it runs other operations get `ECONNABORTED`, and
@@ -913,6 +915,11 @@ pub fn readv_pdu_queue_send<N: NextVector + 'static>(
 
 /// The request's turn in the queue: start the read.
 fn readv_pdu_queue_trigger<N: NextVector + 'static>(req: &ReadvPduQueueReq<N>) {
+    if !req.is_in_progress() {
+        // Finished while it waited (an end time): it must not read. It
+        // leaves the queue when received or dropped.
+        return;
+    }
     let (stream, pending) = {
         let mut state = req.state_mut();
         (state.stream.clone(), state.pending.take())
@@ -1097,6 +1104,11 @@ pub fn writev_queue_send(
 
 /// The request's turn in the queue: start the write.
 fn writev_queue_trigger(req: &WritevQueueReq) {
+    if !req.is_in_progress() {
+        // Finished while it waited (an end time): its bytes must not go
+        // out. It leaves the queue when received or dropped.
+        return;
+    }
     let (stream, bufs) = {
         let mut state = req.state_mut();
         (state.stream.clone(), state.bufs.take())
