@@ -147,12 +147,33 @@ impl Listener {
                     Some(libc::EWOULDBLOCK) => return Ok(None),
                     // The connection died while queued, or a signal: next.
                     Some(libc::ECONNABORTED) | Some(libc::EINTR) => continue,
+                    Some(errno) if is_connection_error(errno) => continue,
                     Some(errno) => return Err(errno),
                     None => return Err(libc::EIO),
                 },
             }
         }
     }
+}
+
+/// Linux passes a new connection's pending network errors to accept(2);
+/// they concern that connection, not the listener (accept(2), "Error
+/// handling"), so accepting goes on.
+fn is_connection_error(errno: i32) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if errno == libc::ENONET {
+        return true;
+    }
+    matches!(
+        errno,
+        libc::ENETDOWN
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+    )
 }
 
 impl AsFd for Listener {
