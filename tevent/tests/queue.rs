@@ -9,89 +9,17 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use tevent::{Context, Error, Immediate, Queue, QueueEntry, Req, ReqState};
 
+mod util;
+use util::{
+    assert_no_events, assert_stays_idle, each_backend_polling as each_backend, once,
+    run_until_idle, Log,
+};
+
 // ---------------------------------------------------------------------------
 // Helpers (local to this file).
-
-/// Run `test` once per backend, each time with a fresh context in polling
-/// mode.
-fn each_backend(mut test: impl FnMut(&'static str, Context)) {
-    for name in tevent::backend::names() {
-        let ctx = Context::with_backend(name)
-            .unwrap_or_else(|e| panic!("backend {name}: cannot create a context: {e}"));
-        ctx.set_wait_timeout(Duration::ZERO);
-        test(name, ctx);
-    }
-}
-
-/// One iteration that must succeed.
-#[track_caller]
-fn once(name: &str, ctx: &Context) {
-    ctx.loop_once()
-        .unwrap_or_else(|e| panic!("backend {name}: loop_once: {e}"));
-}
-
-/// Run iterations until one finds nothing to do; returns how many ran
-/// something. Panics after `max`.
-#[track_caller]
-fn run_until_idle(name: &str, ctx: &Context, max: usize) -> usize {
-    for n in 0..=max {
-        match ctx.loop_once() {
-            Ok(()) => {}
-            Err(Error::WouldBlock) => return n,
-            Err(e) => panic!("backend {name}: loop_once: {e}"),
-        }
-    }
-    panic!("backend {name}: still busy after {max} iterations: {ctx:?}");
-}
-
-/// Nothing is left: no events, `loop_wait` returns at once, and an
-/// iteration finds nothing to do.
-#[track_caller]
-fn assert_no_events(name: &str, ctx: &Context) {
-    assert!(!ctx.has_events(), "backend {name}: events left: {ctx:?}");
-    ctx.loop_wait()
-        .unwrap_or_else(|e| panic!("backend {name}: loop_wait: {e}"));
-    let r = ctx.loop_once();
-    assert!(
-        matches!(r, Err(Error::WouldBlock)),
-        "backend {name}: expected nothing to run, got {r:?}"
-    );
-}
-
-/// Many iterations, none of which may find anything to do.
-#[track_caller]
-fn assert_stays_idle(name: &str, ctx: &Context) {
-    for i in 0..20 {
-        let r = ctx.loop_once();
-        assert!(
-            matches!(r, Err(Error::WouldBlock)),
-            "backend {name}: iteration {i} ran something ({r:?})"
-        );
-    }
-}
-
-/// An ordered record of what handlers did.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    /// Everything logged so far, leaving the log empty.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
-    }
-}
 
 /// A shared slot for a handle that a handler may take and drop.
 type Slot<T> = Rc<RefCell<Option<T>>>;

@@ -20,91 +20,14 @@ use tevent::{
     ReqState, WeakReq, DEFAULT_WAIT_TIMEOUT,
 };
 
+mod util;
+use util::{
+    assert_no_events, drop_flag, each_backend_polling as each_backend, once, run_until_idle, slot,
+    DropGuard, Log, Slot,
+};
+
 // ---------------------------------------------------------------------------
 // Helpers (local to this file).
-
-/// Run `test` once per backend, each time with a fresh context in polling
-/// mode.
-fn each_backend(mut test: impl FnMut(&'static str, Context)) {
-    for name in tevent::backend::names() {
-        let ctx = Context::with_backend(name)
-            .unwrap_or_else(|e| panic!("backend {name}: cannot create a context: {e}"));
-        ctx.set_wait_timeout(Duration::ZERO);
-        test(name, ctx);
-    }
-}
-
-/// One iteration that must succeed.
-#[track_caller]
-fn once(name: &str, ctx: &Context) {
-    ctx.loop_once()
-        .unwrap_or_else(|e| panic!("backend {name}: loop_once: {e}"));
-}
-
-/// Run iterations until one finds nothing to do; returns how many ran
-/// something. Panics after `max`.
-#[track_caller]
-fn run_until_idle(name: &str, ctx: &Context, max: usize) -> usize {
-    for n in 0..=max {
-        match ctx.loop_once() {
-            Ok(()) => {}
-            Err(Error::WouldBlock) => return n,
-            Err(e) => panic!("backend {name}: loop_once: {e}"),
-        }
-    }
-    panic!("backend {name}: still busy after {max} iterations: {ctx:?}");
-}
-
-/// Nothing is left: no events, `loop_wait` returns at once, and an
-/// iteration finds nothing to do.
-#[track_caller]
-fn assert_no_events(name: &str, ctx: &Context) {
-    assert!(!ctx.has_events(), "backend {name}: events left: {ctx:?}");
-    ctx.loop_wait()
-        .unwrap_or_else(|e| panic!("backend {name}: loop_wait: {e}"));
-    let r = ctx.loop_once();
-    assert!(
-        matches!(r, Err(Error::WouldBlock)),
-        "backend {name}: expected nothing to run, got {r:?}"
-    );
-}
-
-/// An ordered record of what handlers did.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    /// Everything logged so far, leaving the log empty.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-}
-
-/// A shared slot for a handle that a handler may take and drop.
-type Slot<T> = Rc<RefCell<Option<T>>>;
-
-fn slot<T>() -> Slot<T> {
-    Rc::new(RefCell::new(None))
-}
-
-/// Sets its flag when dropped (put it in a request's state to see when the
-/// state is released).
-struct DropFlag(Rc<Cell<bool>>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
-
-fn drop_flag() -> (DropFlag, Rc<Cell<bool>>) {
-    let flag = Rc::new(Cell::new(false));
-    (DropFlag(flag.clone()), flag)
-}
 
 /// The caller's location (to compare with the locations a request records).
 #[track_caller]
@@ -749,7 +672,7 @@ fn dropping_a_request_in_flight_releases_everything_it_owns() {
         struct Flight {
             fde: Option<FdEvent>,
             sub: Option<Req<(), ()>>,
-            _flag: DropFlag,
+            _flag: DropGuard,
         }
         // Declared before the request: the sockets outlive the fd event.
         let (mut writer, reader) = UnixStream::pair().expect("socketpair");
@@ -976,7 +899,7 @@ fn a_parent_runs_two_sub_requests_in_sequence() {
 #[test]
 fn a_callback_may_drop_its_own_request() {
     each_backend(|name, ctx| {
-        let holder: Slot<Req<DropFlag, u32>> = slot();
+        let holder: Slot<Req<DropGuard, u32>> = slot();
         let (flag, state_dropped) = drop_flag();
         let req = Req::new(&ctx, flag);
         let log = Log::default();
@@ -1009,7 +932,7 @@ fn a_callback_may_drop_its_own_request() {
 
 struct ParentState {
     sub: Option<Req<(), ()>>,
-    _flag: DropFlag,
+    _flag: DropGuard,
 }
 
 /// A parent owning a wakeup sub-request whose callback finishes the parent

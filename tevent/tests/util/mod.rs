@@ -32,6 +32,46 @@ pub fn each_backend(mut test: impl FnMut(&'static str, Context)) {
     }
 }
 
+/// Run `test` once per backend, each time with a fresh context in polling
+/// mode (wait timeout zero: `loop_once` never blocks and reports
+/// `Error::WouldBlock` when it found nothing to do).
+pub fn each_backend_polling(mut test: impl FnMut(&'static str, Context)) {
+    for name in backends() {
+        let ctx = context(name);
+        polling(&ctx);
+        test(name, ctx);
+    }
+}
+
+/// One iteration that must succeed.
+#[track_caller]
+pub fn once(name: &str, ctx: &Context) {
+    ctx.loop_once()
+        .unwrap_or_else(|e| panic!("backend {name}: loop_once: {e}"));
+}
+
+/// Nothing is left: no events, `loop_wait` returns at once, and an
+/// iteration (in polling mode) finds nothing to do.
+#[track_caller]
+pub fn assert_no_events(name: &str, ctx: &Context) {
+    assert!(!ctx.has_events(), "backend {name}: events left: {ctx:?}");
+    ctx.loop_wait()
+        .unwrap_or_else(|e| panic!("backend {name}: loop_wait: {e}"));
+    assert_idle(name, ctx);
+}
+
+/// Many iterations (in polling mode), none of which may find anything to do.
+#[track_caller]
+pub fn assert_stays_idle(name: &str, ctx: &Context) {
+    for i in 0..20 {
+        let r = ctx.loop_once();
+        assert!(
+            matches!(r, Err(Error::WouldBlock)),
+            "backend {name}: iteration {i} ran something ({r:?})"
+        );
+    }
+}
+
 /// An ordered record of what the handlers did.
 #[derive(Clone, Default)]
 pub struct Log(Rc<RefCell<Vec<String>>>);
