@@ -107,8 +107,12 @@ impl QueueInner {
         };
         if needs {
             if let Some(im) = self.immediate.borrow().as_ref() {
-                let weak: Weak<QueueInner> = Rc::downgrade(self);
-                im.schedule_target(weak);
+                // The immediate's target is always this queue: after the
+                // first time, rescheduling keeps it (no new weak reference).
+                if !im.reschedule() {
+                    let weak: Weak<QueueInner> = Rc::downgrade(self);
+                    im.schedule_target(weak);
+                }
             }
         }
     }
