@@ -816,17 +816,7 @@ pub fn sendto_queue_send(
         return req.post();
     }
     req.set_cleanup_fn(sendto_queue_cleanup);
-    match queue.add_optimize_empty(&req, sendto_queue_trigger) {
-        Ok(entry) => req.state_mut().entry = Some(entry),
-        Err(e) => {
-            req.error(e.errno().unwrap_or(libc::EINVAL) as u64);
-            return req.post();
-        }
-    }
-    if !req.is_in_progress() {
-        return req.post();
-    }
-    req
+    crate::queued::enter_queue(req, queue, sendto_queue_trigger, |state| &mut state.entry)
 }
 
 /// Its turn in the queue: start the sendto.

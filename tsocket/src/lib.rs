@@ -29,6 +29,7 @@
 
 pub mod address;
 mod error;
+mod queued;
 
 pub use address::{Address, AddressError, AddressErrorKind};
 pub use error::Error;

@@ -901,16 +901,9 @@ pub fn readv_pdu_queue_send<N: NextVector + 'static>(
             entry: None,
         },
     );
-    match queue.add_optimize_empty(&req, readv_pdu_queue_trigger) {
-        Ok(entry) => req.state_mut().entry = Some(entry),
-        Err(err) => {
-            req.error(err.errno().unwrap_or(libc::EINVAL) as u64);
-        }
-    }
-    if !req.is_in_progress() {
-        return req.post();
-    }
-    req
+    crate::queued::enter_queue(req, queue, readv_pdu_queue_trigger, |state| {
+        &mut state.entry
+    })
 }
 
 /// The request's turn in the queue: start the read.
@@ -1090,16 +1083,7 @@ pub fn writev_queue_send(
             entry: None,
         },
     );
-    match queue.add_optimize_empty(&req, writev_queue_trigger) {
-        Ok(entry) => req.state_mut().entry = Some(entry),
-        Err(err) => {
-            req.error(err.errno().unwrap_or(libc::EINVAL) as u64);
-        }
-    }
-    if !req.is_in_progress() {
-        return req.post();
-    }
-    req
+    crate::queued::enter_queue(req, queue, writev_queue_trigger, |state| &mut state.entry)
 }
 
 /// The request's turn in the queue: start the write.
