@@ -1,5 +1,6 @@
 //! Immediate events: work for the next iteration of the loop.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
@@ -25,6 +26,23 @@ pub(crate) trait ImmediateTarget {
     fn run(self: Rc<Self>, ctx: &Context);
 }
 
+/// A request's post: delivered in FIFO order with the immediates, but kept
+/// in a queue of its own so that a post costs no table slot.
+pub(crate) trait PostTarget {
+    /// Claim the post numbered `seq`: `false` if it was cancelled or
+    /// replaced by a later post since (the entry is then stale).
+    fn claim_post(&self, seq: u64) -> bool;
+    /// Run the claimed post.
+    fn run_post(self: Rc<Self>, ctx: &Context);
+}
+
+/// One entry of the post queue. Cancelling a post leaves its entry in place
+/// (stale, skipped when reached) instead of searching the queue.
+struct Post {
+    seq: u64,
+    target: Weak<dyn PostTarget>,
+}
+
 pub(crate) enum ImmHandler {
     Boxed(Box<ImmediateFn>),
     Target(Weak<dyn ImmediateTarget>),
@@ -33,6 +51,8 @@ pub(crate) enum ImmHandler {
 }
 
 struct ImmSlot {
+    /// Position in the FIFO shared with the posts (set when linked).
+    seq: u64,
     prev: Option<ImmKey>,
     next: Option<ImmKey>,
     scheduled: bool,
@@ -52,22 +72,47 @@ pub(crate) struct ImmSlotBox(#[allow(dead_code)] ImmSlot);
 
 /// The context's immediates: a table of objects and the FIFO of the
 /// scheduled ones (an intrusive doubly-linked list through the table, so
-/// scheduling, moving to the tail and cancelling are O(1)).
-#[derive(Default)]
+/// scheduling, moving to the tail and cancelling are O(1)), beside the
+/// queue of request posts. Both take their sequence numbers from one
+/// counter, so together they run in the order they were scheduled.
 pub(crate) struct ImmediateQueue {
     slots: SlotMap<ImmKey, ImmSlot>,
     head: Option<ImmKey>,
     tail: Option<ImmKey>,
     scheduled: usize,
+    posts: VecDeque<Post>,
+    /// Posts neither run nor cancelled (stale entries excluded).
+    live_posts: usize,
+    /// Posts numbered below this were dropped by `detach_all`.
+    posts_floor: u64,
+    next_seq: u64,
+}
+
+impl Default for ImmediateQueue {
+    fn default() -> Self {
+        ImmediateQueue {
+            slots: SlotMap::default(),
+            head: None,
+            tail: None,
+            scheduled: 0,
+            posts: VecDeque::new(),
+            live_posts: 0,
+            posts_floor: 1,
+            // 0 means "no post" to the requests.
+            next_seq: 1,
+        }
+    }
 }
 
 impl ImmediateQueue {
+    /// Immediates and posts waiting to run.
     pub(crate) fn scheduled_count(&self) -> usize {
-        self.scheduled
+        self.scheduled + self.live_posts
     }
 
     fn insert(&mut self, created: &'static Location<'static>) -> ImmKey {
         self.slots.insert(ImmSlot {
+            seq: 0,
             prev: None,
             next: None,
             scheduled: false,
@@ -87,42 +132,36 @@ impl ImmediateQueue {
         self.head = None;
         self.tail = None;
         self.scheduled = 0;
+        self.posts.clear();
+        self.live_posts = 0;
+        self.posts_floor = self.next_seq;
         self.slots.drain().map(|(_, s)| ImmSlotBox(s)).collect()
     }
 
-    /// Schedule `target` on a detached slot of its own (a request's post):
-    /// the slot `key` if it still exists, else a new one. Returns the slot's
-    /// key. No `Immediate` handle is involved, which keeps a post cheap.
-    pub(crate) fn post(
-        &mut self,
-        key: Option<ImmKey>,
-        target: Weak<dyn ImmediateTarget>,
-        at: &'static Location<'static>,
-    ) -> (ImmKey, bool) {
-        let key = match key.filter(|&k| self.slots.contains_key(k)) {
-            Some(k) => k,
-            None => {
-                let k = self.insert(at);
-                self.slots[k].detached = true;
-                k
-            }
-        };
-        let slot = &mut self.slots[key];
-        slot.handler = Some(ImmHandler::Target(target));
-        slot.scheduled_at = Some(at);
-        let was_attached = std::mem::replace(&mut slot.attached, true);
-        self.link_tail(key);
-        (key, was_attached)
+    /// Queue a request's post and return its sequence number. `replaces`
+    /// is the number of the request's earlier post if that one has not run
+    /// yet (0 if none): it goes stale, and the new post takes its place at
+    /// the tail.
+    #[inline]
+    pub(crate) fn post(&mut self, target: Weak<dyn PostTarget>, replaces: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if replaces < self.posts_floor {
+            self.live_posts += 1;
+        }
+        self.posts.push_back(Post { seq, target });
+        seq
     }
 
-    /// Cancel a post made with [`post`](ImmediateQueue::post) that has not
-    /// run yet. A post that ran (or is running) frees its own slot.
-    pub(crate) fn cancel_post(&mut self, key: ImmKey) -> Option<ImmSlotBox> {
-        if !self.slots.get(key).is_some_and(|s| s.scheduled) {
-            return None;
+    /// Cancel the post numbered `seq` that has not run yet (its entry goes
+    /// stale). Returns whether it was still pending.
+    pub(crate) fn cancel_post(&mut self, seq: u64) -> bool {
+        if seq >= self.posts_floor {
+            self.live_posts -= 1;
+            true
+        } else {
+            false
         }
-        self.unlink(key);
-        self.slots.remove(key).map(ImmSlotBox)
     }
 
     /// Queue a job from another thread as a one-shot, detached immediate.
@@ -164,7 +203,10 @@ impl ImmediateQueue {
     fn link_tail(&mut self, key: ImmKey) {
         self.unlink(key);
         let tail = self.tail;
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let slot = &mut self.slots[key];
+        slot.seq = seq;
         slot.scheduled = true;
         slot.prev = tail;
         slot.next = None;
@@ -478,8 +520,33 @@ impl fmt::Debug for Immediate {
 /// was scheduled.
 pub(crate) fn run_one(ctx: &Context) -> bool {
     let inner = ctx.inner();
-    let (key, handler) = {
+    let (key, handler) = loop {
         let mut q = inner.immediates.borrow_mut();
+        let post_first = match (q.posts.front(), q.head) {
+            (Some(post), Some(head)) => post.seq < q.slots[head].seq,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if post_first {
+            let Some(post) = q.posts.pop_front() else {
+                return false;
+            };
+            let target = post.target.upgrade();
+            match target {
+                Some(target) if target.claim_post(post.seq) => {
+                    q.live_posts -= 1;
+                    drop(q);
+                    target.run_post(ctx);
+                    return true;
+                }
+                // Stale: cancelled, replaced or its request is gone.
+                _ => {
+                    drop(q);
+                    drop(target);
+                    continue;
+                }
+            }
+        }
         let Some(key) = q.pop_front() else {
             return false;
         };
@@ -487,7 +554,7 @@ pub(crate) fn run_one(ctx: &Context) -> bool {
         match slot.handler.take() {
             Some(h) => {
                 slot.running = true;
-                (key, h)
+                break (key, h);
             }
             None => {
                 // Its handler is running further up the stack (a nested

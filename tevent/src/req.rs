@@ -6,9 +6,10 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use crate::context::{Context, Inner};
-use crate::immediate::{ImmKey, ImmediateTarget};
+use crate::immediate::PostTarget;
 use crate::queue::{self, QueueLink, QueueMember};
 use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
+use crate::trace::{EventKind, EventTracePoint};
 use crate::Error;
 
 /// Where a request is in its life (tevent's `enum tevent_req_state`).
@@ -120,8 +121,9 @@ pub(crate) struct ReqCell<S, T> {
     state: RefCell<Option<S>>,
     result: RefCell<Option<T>>,
     callback: Cell<Option<Callback<S, T>>>,
-    /// The immediate slot of a pending post (see `ImmediateQueue::post`).
-    post_key: Cell<Option<ImmKey>>,
+    /// The sequence number of a pending post, 0 if none (see
+    /// `ImmediateQueue::post`).
+    post_seq: Cell<u64>,
     defer: Cell<bool>,
     endtime: RefCell<Option<Timer>>,
     cancel_fn: Cell<Option<CancelFn<S, T>>>,
@@ -306,7 +308,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 state: RefCell::new(Some(state)),
                 result: RefCell::new(None),
                 callback: Cell::new(None),
-                post_key: Cell::new(None),
+                post_seq: Cell::new(0),
                 defer: Cell::new(false),
                 endtime: RefCell::new(None),
                 cancel_fn: Cell::new(None),
@@ -513,19 +515,18 @@ impl<S: 'static, T: 'static> Req<S, T> {
         self
     }
 
-    #[track_caller]
     fn schedule_trigger(&self) {
         let Some(inner) = self.cell.ctx.upgrade() else {
             return;
         };
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
-        let (key, was_attached) =
-            inner
-                .immediates
-                .borrow_mut()
-                .post(self.cell.post_key.get(), weak, Location::caller());
-        self.cell.post_key.set(Some(key));
-        crate::immediate::trace_scheduled(&inner, key, was_attached);
+        let replaces = self.cell.post_seq.get();
+        let seq = inner.immediates.borrow_mut().post(weak, replaces);
+        self.cell.post_seq.set(seq);
+        if inner.tracer.events_on() {
+            self.cell
+                .trace_post(&inner, replaces != 0, EventTracePoint::Attach);
+        }
     }
 
     /// Make the next callback go through the loop (tevent's
@@ -737,11 +738,29 @@ impl<S: 'static, T: 'static> Req<S, T> {
     }
 }
 
-impl<S: 'static, T: 'static> ImmediateTarget for ReqCell<S, T> {
-    fn run(self: Rc<Self>, _ctx: &Context) {
+impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
+    #[inline]
+    fn claim_post(&self, seq: u64) -> bool {
+        if self.post_seq.get() != seq {
+            return false;
+        }
+        self.post_seq.set(0);
+        true
+    }
+
+    fn run_post(self: Rc<Self>, ctx: &Context) {
+        let inner = ctx.inner();
+        let traced = inner.tracer.events_on();
+        if traced {
+            self.trace_post(inner, false, EventTracePoint::BeforeHandler);
+        }
         // tevent re-runs the finish with the current state: the cleanup
         // function does not run again, the callback does.
-        Req { cell: self }.notify_callback();
+        let req = Req { cell: self };
+        req.notify_callback();
+        if traced && req.cell.post_seq.get() == 0 {
+            req.cell.trace_post(inner, false, EventTracePoint::Detach);
+        }
     }
 }
 
@@ -768,15 +787,33 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
 
 impl<S, T> ReqCell<S, T> {
     fn cancel_post(&self) {
-        if let Some(key) = self.post_key.take() {
-            if let Some(inner) = self.ctx.upgrade() {
-                let slot = inner.immediates.borrow_mut().cancel_post(key);
-                if let Some(slot) = &slot {
-                    slot.trace_detach(&inner);
-                }
-                drop(slot);
+        let seq = self.post_seq.replace(0);
+        if seq == 0 {
+            return;
+        }
+        if let Some(inner) = self.ctx.upgrade() {
+            let was_pending = inner.immediates.borrow_mut().cancel_post(seq);
+            if was_pending && inner.tracer.events_on() {
+                self.trace_post(&inner, false, EventTracePoint::Detach);
             }
         }
+    }
+
+    /// A post is traced as the immediate tevent would use for it, created
+    /// where the request was (its tag is not kept).
+    #[cold]
+    fn trace_post(&self, inner: &Inner, moved: bool, point: EventTracePoint) {
+        if moved {
+            inner.tracer.event_point(
+                EventKind::Immediate,
+                0,
+                self.created,
+                EventTracePoint::Detach,
+            );
+        }
+        inner
+            .tracer
+            .event_point(EventKind::Immediate, 0, self.created, point);
     }
 }
 

@@ -150,6 +150,10 @@ fn reinitialise_detaches_every_event_and_keeps_working() {
             .unwrap();
         let timer = ctx.add_timer(Deadline::Asap, |_, _, _| panic!("detached"));
         let im = ctx.schedule_immediate(|_, _| panic!("detached"));
+        let posted: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+        posted.done(());
+        let posted = posted.post();
+        posted.set_callback(|_| panic!("detached"));
         let old_handle = ctx.thread_handle();
         ctx.reinitialise().unwrap();
         assert!(!ctx.has_events(), "{name}");
@@ -168,7 +172,12 @@ fn reinitialise_detaches_every_event_and_keeps_working() {
         let _im2 = ctx.schedule_immediate(move |_, _| *r.borrow_mut() = true);
         ctx.loop_wait().unwrap();
         assert!(*ran.borrow(), "{name}");
-        drop((fde, timer, im));
+        // The request whose post was detached is still finished; dropping
+        // it later leaves the new events alone.
+        let later = ctx.schedule_immediate(|_, _| {});
+        drop(posted);
+        assert!(ctx.has_events(), "{name}");
+        drop((fde, timer, im, later));
     }
 }
 

@@ -259,6 +259,31 @@ fn posted_requests_complete_first_in_first_out_with_other_immediates() {
     });
 }
 
+#[test]
+fn a_cancelled_post_is_skipped_and_posting_again_moves_to_the_tail() {
+    each_backend(|name, ctx| {
+        let log = Log::default();
+        let dropped = finished_send(&ctx, 1);
+        let moved = finished_send(&ctx, 2);
+        let l = log.clone();
+        let _a = ctx.schedule_immediate(move |_, _| l.push("A"));
+        log_callback(&moved, &log, "moved");
+        // Posted again: it now waits behind A, and its callback runs once.
+        let moved = moved.post();
+        drop(dropped);
+        once(name, &ctx);
+        assert_eq!(
+            log.take(),
+            ["A"],
+            "backend {name}: the cancelled and the replaced post are skipped in one iteration"
+        );
+        once(name, &ctx);
+        assert_eq!(log.take(), ["moved Done"], "backend {name}");
+        assert_no_events(name, &ctx);
+        assert_eq!(moved.recv(), Ok(2), "backend {name}");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 3. defer_callback and notify_callback.
 
