@@ -51,10 +51,15 @@ impl Inner {
     }
 
     /// Move a batch of jobs sent by other threads into the immediate queue.
+    #[inline]
     fn import_jobs(&self) {
-        if !self.may_import_jobs.get() || !self.shared.borrow().has_pending() {
-            return;
+        if self.may_import_jobs.get() && self.shared.borrow().has_pending() {
+            self.import_batch();
         }
+    }
+
+    #[cold]
+    fn import_batch(&self) {
         self.may_import_jobs.set(false);
         let batch = self.shared.borrow().take_batch(thread::IMPORT_BATCH);
         let tracing = self.tracer.events_on();
@@ -382,15 +387,21 @@ impl Context {
         result
     }
 
+    #[inline]
     fn iterate(&self, never_block: bool) -> Result<Step, Error> {
-        let inner = &*self.inner;
         if signal::run_pending(self) {
             return Ok(Step::Ran);
         }
-        inner.import_jobs();
+        self.inner.import_jobs();
         if immediate::run_one(self) {
             return Ok(Step::Ran);
         }
+        self.timers_or_wait(never_block)
+    }
+
+    /// The rest of an iteration when no signal or immediate was pending.
+    fn timers_or_wait(&self, never_block: bool) -> Result<Step, Error> {
+        let inner = &*self.inner;
         let zero_wait = never_block
             || inner.wait_timeout.get().is_zero()
             || inner.shared.borrow().has_pending();

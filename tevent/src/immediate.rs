@@ -516,37 +516,62 @@ impl fmt::Debug for Immediate {
     }
 }
 
-/// Take the first scheduled immediate and run it. Returns `false` when none
-/// was scheduled.
-pub(crate) fn run_one(ctx: &Context) -> bool {
-    let inner = ctx.inner();
-    let (key, handler) = loop {
-        let mut q = inner.immediates.borrow_mut();
+/// What is first in the FIFO.
+enum Next {
+    Post(Rc<dyn PostTarget>),
+    Immediate,
+    Empty,
+}
+
+/// Take the first post if it comes before the first immediate (skipping
+/// stale posts).
+#[inline]
+fn next(q: &mut ImmediateQueue) -> Next {
+    loop {
         let post_first = match (q.posts.front(), q.head) {
             (Some(post), Some(head)) => post.seq < q.slots[head].seq,
             (Some(_), None) => true,
-            (None, _) => false,
+            (None, Some(_)) => return Next::Immediate,
+            (None, None) => return Next::Empty,
         };
-        if post_first {
-            let Some(post) = q.posts.pop_front() else {
-                return false;
-            };
-            let target = post.target.upgrade();
-            match target {
-                Some(target) if target.claim_post(post.seq) => {
-                    q.live_posts -= 1;
-                    drop(q);
-                    target.run_post(ctx);
-                    return true;
-                }
-                // Stale: cancelled, replaced or its request is gone.
-                _ => {
-                    drop(q);
-                    drop(target);
-                    continue;
-                }
+        if !post_first {
+            return Next::Immediate;
+        }
+        let Some(post) = q.posts.pop_front() else {
+            return Next::Empty;
+        };
+        // Upgrading succeeds only while a handle exists elsewhere, so the
+        // `Rc` dropped below for a stale post never frees the request here.
+        if let Some(target) = post.target.upgrade() {
+            if target.claim_post(post.seq) {
+                q.live_posts -= 1;
+                return Next::Post(target);
             }
         }
+        // Stale: cancelled, replaced, or its request is gone.
+    }
+}
+
+/// Take the first scheduled immediate or post and run it. Returns `false`
+/// when none was scheduled.
+#[inline]
+pub(crate) fn run_one(ctx: &Context) -> bool {
+    let next = next(&mut ctx.inner().immediates.borrow_mut());
+    match next {
+        Next::Post(target) => {
+            target.run_post(ctx);
+            true
+        }
+        Next::Immediate => run_immediate(ctx),
+        Next::Empty => false,
+    }
+}
+
+/// Run the first scheduled immediate.
+fn run_immediate(ctx: &Context) -> bool {
+    let inner = ctx.inner();
+    let (key, handler) = {
+        let mut q = inner.immediates.borrow_mut();
         let Some(key) = q.pop_front() else {
             return false;
         };
@@ -554,7 +579,7 @@ pub(crate) fn run_one(ctx: &Context) -> bool {
         match slot.handler.take() {
             Some(h) => {
                 slot.running = true;
-                break (key, h);
+                (key, h)
             }
             None => {
                 // Its handler is running further up the stack (a nested

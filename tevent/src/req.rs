@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
 
@@ -114,19 +115,25 @@ type CancelFn<S, T> = Box<dyn FnMut(&Req<S, T>) -> bool>;
 type CleanupFn<S> = Box<dyn FnMut(&mut S, ReqState)>;
 type PrintFn<S, T> = Box<dyn Fn(&Req<S, T>, &mut fmt::Formatter<'_>) -> fmt::Result>;
 
+type Rare<S, T> = Box<RareHooks<S, T>>;
+
+struct RareHooks<S, T> {
+    cancel_fn: Option<CancelFn<S, T>>,
+    print_fn: Option<PrintFn<S, T>>,
+}
+
 pub(crate) struct ReqCell<S, T> {
     ctx: Weak<Inner>,
     status: Cell<ReqState>,
     error_code: Cell<u64>,
     state: RefCell<Option<S>>,
-    result: RefCell<Option<T>>,
+    result: Cell<Option<T>>,
     callback: Cell<Option<Callback<S, T>>>,
     /// The sequence number of a pending post, 0 if none (see
     /// `ImmediateQueue::post`).
     post_seq: Cell<u64>,
     defer: Cell<bool>,
-    endtime: RefCell<Option<Timer>>,
-    cancel_fn: Cell<Option<CancelFn<S, T>>>,
+    endtime: Cell<Option<Timer>>,
     cleanup_fn: Cell<Option<CleanupFn<S>>>,
     /// The state the cleanup function last ran for (or was set in).
     cleanup_state: Cell<ReqState>,
@@ -135,7 +142,10 @@ pub(crate) struct ReqCell<S, T> {
     has_cleanup: Cell<bool>,
     /// A state reached while the cleanup function was running.
     cleanup_again: Cell<Option<ReqState>>,
-    print_fn: Cell<Option<PrintFn<S, T>>>,
+    /// The hooks few requests set, out of line to keep the cell small.
+    /// Emptied by hand in `Drop` (so that dropping an empty one is not a
+    /// call), which is why it is never dropped as a field.
+    rare: ManuallyDrop<Cell<Option<Rare<S, T>>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
     created: &'static Location<'static>,
@@ -300,30 +310,28 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// [`Debug`](fmt::Debug).
     #[track_caller]
     pub fn new(ctx: &Context, state: S) -> Req<S, T> {
-        Req {
-            cell: Rc::new(ReqCell {
-                ctx: Rc::downgrade(ctx.inner()),
-                status: Cell::new(ReqState::InProgress),
-                error_code: Cell::new(0),
-                state: RefCell::new(Some(state)),
-                result: RefCell::new(None),
-                callback: Cell::new(None),
-                post_seq: Cell::new(0),
-                defer: Cell::new(false),
-                endtime: RefCell::new(None),
-                cancel_fn: Cell::new(None),
-                cleanup_fn: Cell::new(None),
-                cleanup_state: Cell::new(ReqState::InProgress),
-                cleanup_running: Cell::new(false),
-                has_cleanup: Cell::new(false),
-                cleanup_again: Cell::new(None),
-                print_fn: Cell::new(None),
-                queue_trigger: Cell::new(None),
-                queue_link: RefCell::new(None),
-                created: Location::caller(),
-                finished: Cell::new(None),
-            }),
-        }
+        let cell = Rc::new(ReqCell {
+            ctx: Rc::downgrade(ctx.inner()),
+            status: Cell::new(ReqState::InProgress),
+            error_code: Cell::new(0),
+            state: RefCell::new(Some(state)),
+            result: Cell::new(None),
+            callback: Cell::new(None),
+            post_seq: Cell::new(0),
+            defer: Cell::new(false),
+            endtime: Cell::new(None),
+            cleanup_fn: Cell::new(None),
+            cleanup_state: Cell::new(ReqState::InProgress),
+            cleanup_running: Cell::new(false),
+            has_cleanup: Cell::new(false),
+            cleanup_again: Cell::new(None),
+            rare: ManuallyDrop::new(Cell::new(None)),
+            queue_trigger: Cell::new(None),
+            queue_link: RefCell::new(None),
+            created: Location::caller(),
+            finished: Cell::new(None),
+        });
+        Req { cell }
     }
 
     /// A weak reference to this request.
@@ -396,7 +404,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             );
             return false;
         }
-        *self.cell.result.borrow_mut() = Some(value);
+        self.cell.result.set(Some(value));
         self.finish(ReqState::Done, Location::caller());
         true
     }
@@ -437,8 +445,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     }
 
     fn finish(&self, state: ReqState, at: &'static Location<'static>) {
-        let endtime = self.cell.endtime.borrow_mut().take();
-        drop(endtime);
+        drop(self.cell.endtime.take());
         self.cell.status.set(state);
         self.cell.finished.set(Some(at));
         log::trace!(
@@ -541,20 +548,40 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// the request is in progress this is a progress notice. Honours
     /// [`defer_callback`](Req::defer_callback). Nothing happens if no
     /// callback is set.
+    #[inline]
     pub fn notify_callback(&self) {
         if self.cell.defer.replace(false) {
             self.schedule_trigger();
             return;
         }
-        let Some(mut callback) = self.cell.callback.take() else {
+        if let Some(callback) = self.cell.callback.take() {
+            // The callback may drop every other handle of this request:
+            // this one keeps it alive until the callback has returned.
+            Self::run_callback(
+                Req {
+                    cell: self.cell.clone(),
+                },
+                callback,
+            );
+        }
+    }
+
+    /// [`notify_callback`](Req::notify_callback) on a handle of its own.
+    #[inline]
+    fn notify_owned(self) {
+        if self.cell.defer.replace(false) {
+            self.schedule_trigger();
             return;
-        };
-        // The callback may drop every other handle of this request: this one
-        // keeps it alive until the callback has returned.
-        let this = Req {
-            cell: self.cell.clone(),
-        };
+        }
+        if let Some(callback) = self.cell.callback.take() {
+            Self::run_callback(self, callback);
+        }
+    }
+
+    #[inline]
+    fn run_callback(this: Req<S, T>, mut callback: Callback<S, T>) {
         callback(&this);
+        // Keep a callback the callback set for itself.
         if let Some(replaced) = this.cell.callback.take() {
             this.cell.callback.set(Some(replaced));
             drop(callback);
@@ -603,7 +630,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             }
             return Err(err);
         }
-        let value = self.cell.result.borrow_mut().take();
+        let value = self.cell.result.take();
         self.received();
         value.ok_or(ReqError::Received)
     }
@@ -620,19 +647,18 @@ impl<S: 'static, T: 'static> Req<S, T> {
             return;
         }
         queue::leave(&cell.queue_link, false);
-        drop(cell.cancel_fn.take());
-        drop(cell.print_fn.take());
+        if let Some(rare) = cell.rare.take() {
+            drop(rare);
+        }
         cell.cancel_post();
-        let endtime = cell.endtime.borrow_mut().take();
-        drop(endtime);
+        drop(cell.endtime.take());
         cell.status.set(ReqState::Received);
         self.run_cleanup(ReqState::Received);
         // A caller holding a borrow of the state gets it dropped with the
         // request instead.
         let state = cell.state.try_borrow_mut().ok().and_then(|mut s| s.take());
         drop(state);
-        let result = cell.result.try_borrow_mut().ok().and_then(|mut r| r.take());
-        drop(result);
+        drop(cell.result.take());
     }
 
     /// Finish the request as [`ReqState::TimedOut`] when `deadline` passes
@@ -648,13 +674,13 @@ impl<S: 'static, T: 'static> Req<S, T> {
         };
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
         let timer = Timer::add(&inner, deadline.into(), TimerHandler::Target(weak));
-        let old = self.cell.endtime.borrow_mut().replace(timer);
+        let old = self.cell.endtime.replace(Some(timer));
         drop(old);
     }
 
     /// Remove the end time (tevent's `tevent_req_reset_endtime`).
     pub fn reset_endtime(&self) {
-        let old = self.cell.endtime.borrow_mut().take();
+        let old = self.cell.endtime.take();
         drop(old);
     }
 
@@ -663,20 +689,25 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// the request then still finishes through its normal path (usually
     /// with an error such as `ECANCELED`).
     pub fn set_cancel_fn<F: FnMut(&Req<S, T>) -> bool + 'static>(&self, cancel_fn: F) {
-        drop(self.cell.cancel_fn.replace(Some(Box::new(cancel_fn))));
+        let old = self
+            .cell
+            .with_rare(|rare| rare.cancel_fn.replace(Box::new(cancel_fn)));
+        drop(old);
     }
 
     /// Ask the producer to cancel (tevent's `tevent_req_cancel`). Returns
     /// `false` if no cancel function is set (or the request is received),
     /// else what the cancel function returned.
     pub fn cancel(&self) -> bool {
-        let Some(mut f) = self.cell.cancel_fn.take() else {
+        let Some(mut f) = self.cell.with_rare(|rare| rare.cancel_fn.take()) else {
             return false;
         };
         let started = f(self);
         if self.cell.status.get() != ReqState::Received {
-            let replaced = self.cell.cancel_fn.take();
-            self.cell.cancel_fn.set(replaced.or(Some(f)));
+            // Unless the cancel function set a new one meanwhile.
+            self.cell.with_rare(|rare| {
+                rare.cancel_fn.get_or_insert(f);
+            });
         }
         started
     }
@@ -699,7 +730,10 @@ impl<S: 'static, T: 'static> Req<S, T> {
     where
         F: Fn(&Req<S, T>, &mut fmt::Formatter<'_>) -> fmt::Result + 'static,
     {
-        drop(self.cell.print_fn.replace(Some(Box::new(print))));
+        let old = self
+            .cell
+            .with_rare(|rare| rare.print_fn.replace(Box::new(print)));
+        drop(old);
     }
 
     /// Run the loop until the request finishes (tevent's `tevent_req_poll`):
@@ -749,16 +783,17 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
     }
 
     fn run_post(self: Rc<Self>, ctx: &Context) {
-        let inner = ctx.inner();
-        let traced = inner.tracer.events_on();
-        if traced {
-            self.trace_post(inner, false, EventTracePoint::BeforeHandler);
-        }
         // tevent re-runs the finish with the current state: the cleanup
         // function does not run again, the callback does.
+        let inner = ctx.inner();
+        if !inner.tracer.events_on() {
+            Req { cell: self }.notify_owned();
+            return;
+        }
+        self.trace_post(inner, false, EventTracePoint::BeforeHandler);
         let req = Req { cell: self };
         req.notify_callback();
-        if traced && req.cell.post_seq.get() == 0 {
+        if req.cell.post_seq.get() == 0 {
             req.cell.trace_post(inner, false, EventTracePoint::Detach);
         }
     }
@@ -786,11 +821,36 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
 }
 
 impl<S, T> ReqCell<S, T> {
+    /// Work on the rare hooks (created on first use). `f` must not run user
+    /// code: the hooks are out of the cell meanwhile.
+    fn with_rare<R>(&self, f: impl FnOnce(&mut RareHooks<S, T>) -> R) -> R {
+        let mut rare = self.rare.take().unwrap_or_else(|| {
+            Box::new(RareHooks {
+                cancel_fn: None,
+                print_fn: None,
+            })
+        });
+        let r = f(&mut rare);
+        self.rare.set(Some(rare));
+        r
+    }
+
+    fn take_print_fn(&self) -> Option<PrintFn<S, T>> {
+        let mut rare = self.rare.take()?;
+        let print = rare.print_fn.take();
+        self.rare.set(Some(rare));
+        print
+    }
+
+    #[inline]
     fn cancel_post(&self) {
-        let seq = self.post_seq.replace(0);
-        if seq == 0 {
-            return;
+        if self.post_seq.get() != 0 {
+            self.cancel_pending_post();
         }
+    }
+
+    fn cancel_pending_post(&self) {
+        let seq = self.post_seq.replace(0);
         if let Some(inner) = self.ctx.upgrade() {
             let was_pending = inner.immediates.borrow_mut().cancel_post(seq);
             if was_pending && inner.tracer.events_on() {
@@ -819,6 +879,9 @@ impl<S, T> ReqCell<S, T> {
 
 impl<S, T> Drop for ReqCell<S, T> {
     fn drop(&mut self) {
+        if let Some(rare) = self.rare.take() {
+            drop(rare);
+        }
         self.cancel_post();
         // Also a received request that held its queue place until now
         // (`Queue::wait_send`).
@@ -842,9 +905,13 @@ impl<S, T> Drop for ReqCell<S, T> {
 
 impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(print) = self.cell.print_fn.take() {
+        if let Some(print) = self.cell.take_print_fn() {
             let result = print(self, f);
-            self.cell.print_fn.set(Some(print));
+            if self.status() != ReqState::Received {
+                self.cell.with_rare(|rare| {
+                    rare.print_fn.get_or_insert(print);
+                });
+            }
             return result;
         }
         let mut d = f.debug_struct("Req");
@@ -856,15 +923,12 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
         if let Some(at) = self.cell.finished.get() {
             d.field("finished", &format_args!("{at}"));
         }
-        d.field(
-            "endtime",
-            &self
-                .cell
-                .endtime
-                .try_borrow()
-                .map(|t| t.is_some())
-                .unwrap_or(false),
-        );
+        d.field("endtime", &{
+            let timer = self.cell.endtime.take();
+            let pending = timer.is_some();
+            self.cell.endtime.set(timer);
+            pending
+        });
         d.finish()
     }
 }
