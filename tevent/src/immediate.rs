@@ -1,5 +1,6 @@
 //! Immediate events: work for the next iteration of the loop.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::Location;
@@ -19,13 +20,6 @@ slotmap::new_key_type! {
 /// so it can reschedule it.
 pub(crate) type ImmediateFn = dyn FnMut(&Context, &Immediate);
 
-/// Something inside the crate (a request) that is run by an immediate
-/// without a boxed closure, so that scheduling it allocates nothing.
-pub(crate) trait ImmediateTarget {
-    /// Run the immediate's work.
-    fn run(self: Rc<Self>, ctx: &Context);
-}
-
 /// A request's post: delivered in FIFO order with the immediates, but kept
 /// in a queue of its own so that a post costs no table slot.
 pub(crate) trait PostTarget {
@@ -34,6 +28,72 @@ pub(crate) trait PostTarget {
     fn claim_post(&self, seq: u64) -> bool;
     /// Run the claimed post.
     fn run_post(self: Rc<Self>, ctx: &Context);
+}
+
+/// Post `target` (replacing its pending post, whose number `seq` holds;
+/// 0 if none) and store the new post's number in `seq`. A post is traced as
+/// the immediate tevent would use for it, created at `created`.
+#[inline]
+pub(crate) fn post_target(
+    inner: &Inner,
+    target: Weak<dyn PostTarget>,
+    seq: &Cell<u64>,
+    created: &'static Location<'static>,
+) {
+    let replaces = seq.get();
+    let new = inner.immediates.borrow_mut().post(target, replaces);
+    seq.set(new);
+    if inner.tracer.events_on() {
+        if replaces != 0 {
+            trace_post(inner, created, EventTracePoint::Detach);
+        }
+        trace_post(inner, created, EventTracePoint::Attach);
+    }
+}
+
+/// Cancel the pending post whose number `seq` holds, if any.
+#[inline]
+pub(crate) fn cancel_target_post(
+    ctx: &Weak<Inner>,
+    seq: &Cell<u64>,
+    created: &'static Location<'static>,
+) {
+    if seq.get() != 0 {
+        cancel_pending_post(ctx, seq, created);
+    }
+}
+
+fn cancel_pending_post(ctx: &Weak<Inner>, seq: &Cell<u64>, created: &'static Location<'static>) {
+    let seq = seq.replace(0);
+    if let Some(inner) = ctx.upgrade() {
+        let was_pending = inner.immediates.borrow_mut().cancel_post(seq);
+        if was_pending && inner.tracer.events_on() {
+            trace_post(&inner, created, EventTracePoint::Detach);
+        }
+    }
+}
+
+/// Claim the post numbered `number` for a target whose pending post number
+/// `seq` holds (see [`PostTarget::claim_post`]).
+#[inline]
+pub(crate) fn claim_target_post(seq: &Cell<u64>, number: u64) -> bool {
+    if seq.get() != number {
+        return false;
+    }
+    seq.set(0);
+    true
+}
+
+/// Report a post's trace point (its tag is not kept).
+#[cold]
+pub(crate) fn trace_post(
+    inner: &Inner,
+    created: &'static Location<'static>,
+    point: EventTracePoint,
+) {
+    inner
+        .tracer
+        .event_point(EventKind::Immediate, 0, created, point);
 }
 
 /// One entry of the post queue. Cancelling a post leaves its entry in place
@@ -45,7 +105,6 @@ struct Post {
 
 pub(crate) enum ImmHandler {
     Boxed(Box<ImmediateFn>),
-    Target(Weak<dyn ImmediateTarget>),
     /// A job from another thread: runs once, then its slot is freed.
     Job(crate::thread::Job),
 }
@@ -316,11 +375,6 @@ impl Immediate {
         F: FnMut(&Context, &Immediate) + 'static,
     {
         self.schedule_handler(Some(ImmHandler::Boxed(Box::new(handler))));
-    }
-
-    #[track_caller]
-    pub(crate) fn schedule_target(&self, target: Weak<dyn ImmediateTarget>) {
-        self.schedule_handler(Some(ImmHandler::Target(target)));
     }
 
     #[track_caller]
@@ -604,11 +658,6 @@ fn run_immediate(ctx: &Context) -> bool {
                 owned: false,
             };
             f(ctx, &view);
-        }
-        Some(ImmHandler::Target(target)) => {
-            if let Some(target) = target.upgrade() {
-                target.run(ctx);
-            }
         }
         Some(ImmHandler::Job(_)) => {
             if let Some(ImmHandler::Job(job)) = running.handler.take() {

@@ -2,22 +2,21 @@
 //! serialisation of requests.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
 
-use slotmap::SlotMap;
-
 use crate::context::{Context, Inner};
-use crate::immediate::{Immediate, ImmediateTarget};
+use crate::immediate::{self, PostTarget};
 use crate::req::{Req, ReqCell};
 use crate::trace::{EventKind, EventTracePoint};
 use crate::Error;
 
-slotmap::new_key_type! {
-    /// Identifies an entry inside its queue.
-    pub(crate) struct EntryKey;
-}
+/// Identifies an entry inside its queue: entries are numbered in the order
+/// they were added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EntryKey(u64);
 
 /// A queue trigger, stored in its request.
 pub(crate) type Trigger<S, T> = Box<dyn FnMut(&Req<S, T>)>;
@@ -39,49 +38,119 @@ pub(crate) struct QueueLink {
 }
 
 struct Entry {
+    key: EntryKey,
     req: Weak<dyn QueueMember>,
+    /// False once removed from the middle of the queue (the entry waits to
+    /// be dropped when it reaches the front or at the next compaction).
+    live: bool,
     triggered: bool,
-    prev: Option<EntryKey>,
-    next: Option<EntryKey>,
     created: &'static Location<'static>,
     tag: u64,
 }
 
-#[derive(Default)]
+/// The entries in queue order. Keys increase from front to back, so an
+/// entry is found by binary search; removing one from the middle only marks
+/// it, and the front entry is always live.
 struct Entries {
-    slots: SlotMap<EntryKey, Entry>,
-    head: Option<EntryKey>,
-    tail: Option<EntryKey>,
+    fifo: VecDeque<Entry>,
+    live: usize,
+    next_key: u64,
 }
 
 impl Entries {
-    fn push_back(&mut self, entry: Entry) -> EntryKey {
-        let tail = self.tail;
-        let key = self.slots.insert(Entry {
-            prev: tail,
-            next: None,
-            ..entry
-        });
-        match tail {
-            Some(t) => self.slots[t].next = Some(key),
-            None => self.head = Some(key),
+    fn new() -> Entries {
+        Entries {
+            fifo: VecDeque::new(),
+            live: 0,
+            next_key: 0,
         }
-        self.tail = Some(key);
+    }
+
+    fn push_back(
+        &mut self,
+        req: Weak<dyn QueueMember>,
+        triggered: bool,
+        created: &'static Location<'static>,
+    ) -> EntryKey {
+        let key = EntryKey(self.next_key);
+        self.next_key += 1;
+        self.fifo.push_back(Entry {
+            key,
+            req,
+            live: true,
+            triggered,
+            created,
+            tag: 0,
+        });
+        self.live += 1;
         key
     }
 
-    fn remove(&mut self, key: EntryKey) -> Option<Entry> {
-        let entry = self.slots.remove(key)?;
-        match entry.prev {
-            Some(p) => self.slots[p].next = entry.next,
-            None => self.head = entry.next,
-        }
-        match entry.next {
-            Some(n) => self.slots[n].prev = entry.prev,
-            None => self.tail = entry.prev,
-        }
-        Some(entry)
+    fn len(&self) -> usize {
+        self.live
     }
+
+    fn head(&self) -> Option<&Entry> {
+        self.fifo.front()
+    }
+
+    fn head_mut(&mut self) -> Option<&mut Entry> {
+        self.fifo.front_mut()
+    }
+
+    fn index(&self, key: EntryKey) -> Option<usize> {
+        let index = match self.fifo.front() {
+            // The usual case: the front entry.
+            Some(front) if front.key == key => 0,
+            _ => self.fifo.binary_search_by_key(&key, |e| e.key).ok()?,
+        };
+        self.fifo[index].live.then_some(index)
+    }
+
+    fn get(&self, key: EntryKey) -> Option<&Entry> {
+        self.index(key).map(|i| &self.fifo[i])
+    }
+
+    fn get_mut(&mut self, key: EntryKey) -> Option<&mut Entry> {
+        self.index(key).map(|i| &mut self.fifo[i])
+    }
+
+    fn contains_key(&self, key: EntryKey) -> bool {
+        self.index(key).is_some()
+    }
+
+    /// Remove an entry; returns its tag and creation place for tracing.
+    fn remove(&mut self, key: EntryKey) -> Option<(u64, &'static Location<'static>)> {
+        let index = self.index(key)?;
+        self.live -= 1;
+        let entry = &mut self.fifo[index];
+        let gone = (entry.tag, entry.created);
+        if index > 0 {
+            entry.live = false;
+            entry.req = Weak::<Tombstone>::new();
+            if self.fifo.len() > 2 * self.live + 32 {
+                self.fifo.retain(|e| e.live);
+            }
+            return Some(gone);
+        }
+        self.fifo.pop_front();
+        while self.fifo.front().is_some_and(|e| !e.live) {
+            self.fifo.pop_front();
+        }
+        Some(gone)
+    }
+
+    /// The live entries, front to back.
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.fifo.iter().filter(|e| e.live)
+    }
+}
+
+/// What a removed entry points to (nothing).
+struct Tombstone;
+
+impl QueueMember for Tombstone {
+    fn trigger(self: Rc<Self>) {}
 }
 
 pub(crate) struct QueueInner {
@@ -90,7 +159,8 @@ pub(crate) struct QueueInner {
     entries: RefCell<Entries>,
     running: Cell<bool>,
     /// Triggers the head from the loop; `None` once the queue is dropped.
-    immediate: RefCell<Option<Immediate>>,
+    /// The number of the pending post that triggers the head (0 if none).
+    post_seq: Cell<u64>,
     created: &'static Location<'static>,
 }
 
@@ -101,18 +171,15 @@ impl QueueInner {
         if !self.running.get() {
             return;
         }
-        let needs = {
-            let entries = self.entries.borrow();
-            entries.head.is_some_and(|h| !entries.slots[h].triggered)
-        };
+        if self.post_seq.get() != 0 {
+            // Already on its way.
+            return;
+        }
+        let needs = self.entries.borrow().head().is_some_and(|e| !e.triggered);
         if needs {
-            if let Some(im) = self.immediate.borrow().as_ref() {
-                // The immediate's target is always this queue: after the
-                // first time, rescheduling keeps it (no new weak reference).
-                if !im.reschedule() {
-                    let weak: Weak<QueueInner> = Rc::downgrade(self);
-                    im.schedule_target(weak);
-                }
+            if let Some(inner) = self.ctx.upgrade() {
+                let weak: Weak<QueueInner> = Rc::downgrade(self);
+                immediate::post_target(&inner, weak, &self.post_seq, self.created);
             }
         }
     }
@@ -123,13 +190,12 @@ impl QueueInner {
             return None;
         }
         let mut entries = self.entries.borrow_mut();
-        let head = entries.head?;
-        let entry = &mut entries.slots[head];
+        let entry = entries.head_mut()?;
         if entry.triggered {
             return None;
         }
         entry.triggered = true;
-        entry.req.upgrade().map(|req| (head, req))
+        entry.req.upgrade().map(|req| (entry.key, req))
     }
 
     /// Trigger the head, if it can run now.
@@ -142,29 +208,30 @@ impl QueueInner {
 
     fn remove(self: &Rc<Self>, key: EntryKey) {
         let removed = self.entries.borrow_mut().remove(key);
-        if let Some(entry) = removed {
-            self.trace_gone(&entry);
+        if let Some((tag, created)) = removed {
+            self.trace_gone(tag, created);
             self.kick();
         }
     }
 
     /// Report a trace point for a queued entry (no borrow held).
+    #[inline]
     fn trace(&self, key: EntryKey, point: EventTracePoint) {
-        let Some(inner) = self.ctx.upgrade() else {
-            return;
-        };
+        if let Some(inner) = self.ctx.upgrade() {
+            if inner.tracer.events_on() {
+                self.trace_entry(&inner, key, point);
+            }
+        }
+    }
+
+    #[cold]
+    fn trace_entry(&self, inner: &Inner, key: EntryKey, point: EventTracePoint) {
         inner.tracer.report(
             EventKind::QueueEntry,
             point,
-            || {
-                self.entries
-                    .borrow()
-                    .slots
-                    .get(key)
-                    .map(|e| (e.tag, e.created))
-            },
+            || self.entries.borrow().get(key).map(|e| (e.tag, e.created)),
             |tag| {
-                if let Some(e) = self.entries.borrow_mut().slots.get_mut(key) {
+                if let Some(e) = self.entries.borrow_mut().get_mut(key) {
                     e.tag = tag;
                 }
             },
@@ -172,18 +239,30 @@ impl QueueInner {
     }
 
     /// Report the detach of a removed entry.
-    fn trace_gone(&self, entry: &Entry) {
+    fn trace_gone(&self, tag: u64, created: &'static Location<'static>) {
         if let Some(inner) = self.ctx.upgrade() {
             inner
                 .tracer
-                .report_gone(EventKind::QueueEntry, entry.tag, entry.created);
+                .report_gone(EventKind::QueueEntry, tag, created);
         }
     }
 }
 
-impl ImmediateTarget for QueueInner {
-    fn run(self: Rc<Self>, _ctx: &Context) {
+impl PostTarget for QueueInner {
+    fn claim_post(&self, seq: u64) -> bool {
+        immediate::claim_target_post(&self.post_seq, seq)
+    }
+
+    fn run_post(self: Rc<Self>, ctx: &Context) {
+        let inner = ctx.inner();
+        let traced = inner.tracer.events_on();
+        if traced {
+            immediate::trace_post(inner, self.created, EventTracePoint::BeforeHandler);
+        }
         self.trigger_head();
+        if traced && self.post_seq.get() == 0 {
+            immediate::trace_post(inner, self.created, EventTracePoint::Detach);
+        }
     }
 }
 
@@ -280,9 +359,9 @@ impl Queue {
         let inner = Rc::new(QueueInner {
             ctx: Rc::downgrade(ctx.inner()),
             name: name.to_string(),
-            entries: RefCell::new(Entries::default()),
+            entries: RefCell::new(Entries::new()),
             running: Cell::new(true),
-            immediate: RefCell::new(Some(ctx.create_immediate())),
+            post_seq: Cell::new(0),
             created: Location::caller(),
         });
         Queue { inner }
@@ -376,7 +455,7 @@ impl Queue {
             // A link whose entry or queue was dropped meanwhile is stale.
             link.queue
                 .upgrade()
-                .is_some_and(|q| q.entries.borrow().slots.contains_key(link.key))
+                .is_some_and(|q| q.entries.borrow().contains_key(link.key))
         });
         if queued {
             return Err(Error::AlreadyQueued);
@@ -386,15 +465,8 @@ impl Queue {
         let member: Weak<ReqCell<S, T>> = Rc::downgrade(cell);
         let (key, was_empty) = {
             let mut entries = self.inner.entries.borrow_mut();
-            let was_empty = entries.head.is_none();
-            let key = entries.push_back(Entry {
-                req: member,
-                triggered: blocker,
-                prev: None,
-                next: None,
-                created: Location::caller(),
-                tag: 0,
-            });
+            let was_empty = entries.head().is_none();
+            let key = entries.push_back(member, blocker, Location::caller());
             (key, was_empty)
         };
         *cell.queue_link.borrow_mut() = Some(QueueLink {
@@ -424,12 +496,7 @@ impl Queue {
     /// [`Req::recv`]) does not release the queue; dropping it does.
     #[track_caller]
     pub fn wait_send(&self) -> Req<(), ()> {
-        let ctx = self
-            .inner
-            .immediate
-            .borrow()
-            .as_ref()
-            .and_then(|im| im.context());
+        let ctx = self.inner.ctx.upgrade().map(Context::from_inner);
         let req = match ctx {
             Some(ctx) => Req::new(&ctx, ()),
             None => return orphan_request(),
@@ -464,7 +531,7 @@ impl Queue {
 
     /// How many requests are queued, the triggered head included.
     pub fn length(&self) -> usize {
-        self.inner.entries.borrow().slots.len()
+        self.inner.entries.borrow().len()
     }
 
     /// The queue's name.
@@ -490,14 +557,11 @@ fn orphan_request() -> Req<(), ()> {
 
 impl Drop for QueueInner {
     fn drop(&mut self) {
-        let entries = std::mem::take(self.entries.get_mut());
-        drop(self.immediate.get_mut().take());
+        immediate::cancel_target_post(&self.ctx, &self.post_seq, self.created);
+        let entries = std::mem::replace(self.entries.get_mut(), Entries::new());
         // In queue order, as tevent frees them.
-        let mut next = entries.head;
-        while let Some(key) = next {
-            let entry = &entries.slots[key];
-            self.trace_gone(entry);
-            next = entry.next;
+        for entry in entries.iter() {
+            self.trace_gone(entry.tag, entry.created);
         }
         drop(entries);
     }
@@ -530,10 +594,10 @@ impl QueueEntry {
             return Err(Error::QueueRunning);
         }
         let mut entries = queue.entries.borrow_mut();
-        if entries.head != Some(self.key) {
+        if entries.head().map(|e| e.key) != Some(self.key) {
             return Err(Error::QueueRunning);
         }
-        match entries.slots.get_mut(self.key) {
+        match entries.get_mut(self.key) {
             Some(e) => {
                 e.triggered = false;
                 Ok(())
@@ -546,7 +610,7 @@ impl QueueEntry {
     /// `tevent_queue_entry_set_tag`).
     pub fn set_tag(&self, tag: u64) {
         if let Some(queue) = self.queue.upgrade() {
-            if let Some(e) = queue.entries.borrow_mut().slots.get_mut(self.key) {
+            if let Some(e) = queue.entries.borrow_mut().get_mut(self.key) {
                 e.tag = tag;
             }
         }
@@ -556,7 +620,7 @@ impl QueueEntry {
     pub fn tag(&self) -> u64 {
         self.queue
             .upgrade()
-            .and_then(|q| q.entries.borrow().slots.get(self.key).map(|e| e.tag))
+            .and_then(|q| q.entries.borrow().get(self.key).map(|e| e.tag))
             .unwrap_or(0)
     }
 
@@ -564,7 +628,7 @@ impl QueueEntry {
     pub fn is_queued(&self) -> bool {
         self.queue
             .upgrade()
-            .is_some_and(|q| q.entries.borrow().slots.contains_key(self.key))
+            .is_some_and(|q| q.entries.borrow().contains_key(self.key))
     }
 }
 
@@ -581,7 +645,6 @@ impl fmt::Debug for QueueEntry {
         let info = self.queue.upgrade().and_then(|q| {
             let entries = q.entries.borrow();
             entries
-                .slots
                 .get(self.key)
                 .map(|e| (q.name.clone(), e.triggered, e.tag, e.created))
         });

@@ -7,10 +7,10 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use crate::context::{Context, Inner};
-use crate::immediate::PostTarget;
+use crate::immediate::{self, PostTarget};
 use crate::queue::{self, QueueLink, QueueMember};
 use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
-use crate::trace::{EventKind, EventTracePoint};
+use crate::trace::EventTracePoint;
 use crate::Error;
 
 /// Where a request is in its life (tevent's `enum tevent_req_state`).
@@ -527,13 +527,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             return;
         };
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
-        let replaces = self.cell.post_seq.get();
-        let seq = inner.immediates.borrow_mut().post(weak, replaces);
-        self.cell.post_seq.set(seq);
-        if inner.tracer.events_on() {
-            self.cell
-                .trace_post(&inner, replaces != 0, EventTracePoint::Attach);
-        }
+        immediate::post_target(&inner, weak, &self.cell.post_seq, self.cell.created);
     }
 
     /// Make the next callback go through the loop (tevent's
@@ -775,11 +769,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
 impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
     #[inline]
     fn claim_post(&self, seq: u64) -> bool {
-        if self.post_seq.get() != seq {
-            return false;
-        }
-        self.post_seq.set(0);
-        true
+        immediate::claim_target_post(&self.post_seq, seq)
     }
 
     fn run_post(self: Rc<Self>, ctx: &Context) {
@@ -790,11 +780,11 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
             Req { cell: self }.notify_owned();
             return;
         }
-        self.trace_post(inner, false, EventTracePoint::BeforeHandler);
+        immediate::trace_post(inner, self.created, EventTracePoint::BeforeHandler);
         let req = Req { cell: self };
         req.notify_callback();
         if req.cell.post_seq.get() == 0 {
-            req.cell.trace_post(inner, false, EventTracePoint::Detach);
+            immediate::trace_post(inner, req.cell.created, EventTracePoint::Detach);
         }
     }
 }
@@ -844,36 +834,7 @@ impl<S, T> ReqCell<S, T> {
 
     #[inline]
     fn cancel_post(&self) {
-        if self.post_seq.get() != 0 {
-            self.cancel_pending_post();
-        }
-    }
-
-    fn cancel_pending_post(&self) {
-        let seq = self.post_seq.replace(0);
-        if let Some(inner) = self.ctx.upgrade() {
-            let was_pending = inner.immediates.borrow_mut().cancel_post(seq);
-            if was_pending && inner.tracer.events_on() {
-                self.trace_post(&inner, false, EventTracePoint::Detach);
-            }
-        }
-    }
-
-    /// A post is traced as the immediate tevent would use for it, created
-    /// where the request was (its tag is not kept).
-    #[cold]
-    fn trace_post(&self, inner: &Inner, moved: bool, point: EventTracePoint) {
-        if moved {
-            inner.tracer.event_point(
-                EventKind::Immediate,
-                0,
-                self.created,
-                EventTracePoint::Detach,
-            );
-        }
-        inner
-            .tracer
-            .event_point(EventKind::Immediate, 0, self.created, point);
+        immediate::cancel_target_post(&self.ctx, &self.post_seq, self.created);
     }
 }
 

@@ -449,6 +449,53 @@ fn a_stopped_queue_accumulates_and_start_triggers_from_the_loop() {
 }
 
 #[test]
+fn requests_dropped_from_the_middle_of_a_long_queue_leave_the_rest_in_order() {
+    each_backend(|name, ctx| {
+        let log = Log::default();
+        let q = Queue::new(&ctx, "q");
+        q.stop();
+        const LABELS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        // 300 requests; two of every three leave while queued (the head
+        // among them), which also makes the queue compact its storage.
+        let mut kept = Vec::new();
+        let mut entries = Vec::new();
+        for i in 0..300 {
+            let label = LABELS[(i / 3) % 10];
+            let req = request(&ctx, &log, label, true);
+            let entry = q.add_entry(&req, trigger(&log, Then::Done)).unwrap();
+            if i % 3 == 2 {
+                kept.push((req, entry));
+            } else {
+                entries.push((req, entry));
+            }
+        }
+        assert_eq!(q.length(), 300, "backend {name}");
+        for (i, (req, entry)) in entries.drain(..).enumerate() {
+            if i % 2 == 0 {
+                drop(entry); // leaves through its entry
+            } else {
+                drop(req); // leaves with its request
+            }
+        }
+        assert_eq!(q.length(), 100, "backend {name}");
+        assert!(
+            kept.iter().all(|(_, e)| e.is_queued()),
+            "backend {name}: the others are still found"
+        );
+        q.start();
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let label = LABELS[i % 10];
+            expected.push(format!("trigger {label}"));
+            expected.push(format!("callback {label}"));
+        }
+        assert_eq!(run_until_idle(name, &ctx, 1000), 100, "backend {name}");
+        assert_eq!(log.take(), expected, "backend {name}: in the order added");
+        assert_eq!(q.length(), 0, "backend {name}");
+    });
+}
+
+#[test]
 fn an_already_triggered_head_keeps_running_after_stop() {
     each_backend(|name, ctx| {
         let log = Log::default();
