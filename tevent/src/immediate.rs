@@ -33,7 +33,7 @@ pub(crate) trait PostTarget {
 /// Post `target` (replacing its pending post, whose number `seq` holds;
 /// 0 if none) and store the new post's number in `seq`. A post is traced as
 /// the immediate tevent would use for it, created at `created`.
-#[inline]
+#[inline(always)]
 pub(crate) fn post_target(
     inner: &Inner,
     target: Weak<dyn PostTarget>,
