@@ -381,6 +381,19 @@ impl BsdInner {
 
     /// The reader's request, if it is alive and in progress; a dead
     /// reader's state (and buffer) is dropped.
+    /// Whether a read request is outstanding (as
+    /// [`live_reader`](BsdInner::live_reader), without clearing a dead one).
+    #[inline]
+    fn reading(&self) -> bool {
+        match self.reader.try_borrow() {
+            Ok(reader) => reader
+                .as_ref()
+                .is_some_and(|r| r.req.upgrade().is_some_and(|req| req.is_in_progress())),
+            // Borrowed: a read is being worked on.
+            Err(_) => true,
+        }
+    }
+
     fn live_reader(&self) -> Option<ReadvReq> {
         let req = self.reader.borrow().as_ref().and_then(|r| r.req.upgrade());
         match req {
@@ -921,7 +934,7 @@ impl StreamOps for BsdStream {
 
     fn try_readv(&self, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
         let inner = &self.inner;
-        if want == 0 || inner.live_reader().is_some() {
+        if want == 0 || inner.reading() {
             return Ok(0);
         }
         inner

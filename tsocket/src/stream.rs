@@ -727,33 +727,27 @@ pub fn readv_pdu_send<N: NextVector + 'static>(
 /// The engine's loop: ask the callback, read what it wants (straight away
 /// if it is there), until it says done or something fails.
 fn readv_pdu_ask_for_next_vector<N: NextVector + 'static>(ctx: &Context, req: &ReadvPduReq<N>) {
+    // Take the callback and buffer out of the state once: the callback is
+    // user code and must run without a borrow of the request.
+    let (stream, next, buf, mut vectors) = {
+        let mut state = req.state_mut();
+        (
+            state.stream.clone(),
+            state.next.take(),
+            state.buf.take(),
+            state.vectors,
+        )
+    };
+    let (Some(mut next), Some(mut buf)) = (next, buf) else {
+        // Cannot happen: only this function takes them, and puts them back
+        // before it returns. Fail rather than panic.
+        pdu_failed(req, Error::new("readv_pdu", libc::EINVAL));
+        return;
+    };
     loop {
-        // Take the callback and buffer out of the state: the callback is
-        // user code and must run without a borrow of the request.
-        let (stream, next, buf, vectors) = {
-            let mut state = req.state_mut();
-            (
-                state.stream.clone(),
-                state.next.take(),
-                state.buf.take(),
-                state.vectors,
-            )
-        };
-        let (Some(mut next), Some(mut buf)) = (next, buf) else {
-            // Cannot happen: only this function takes them, and puts them
-            // back before returning. Fail rather than panic.
-            req.state_mut().set_step(PduStep::Failed);
-            req.error(libc::EINVAL as u64);
-            return;
-        };
-        let asked = next.next_vector(&mut buf);
-        match asked {
+        let want = match next.next_vector(&mut buf) {
             // The callback failed: so does the request, with its error.
-            Err(err) => {
-                req.state_mut().set_step(PduStep::Failed);
-                fail(req, err);
-                return;
-            }
+            Err(err) => return pdu_failed(req, err),
             // The PDU is complete: hand back the buffer and the callback.
             Ok(NextRead::Done) => {
                 req.state_mut().set_step(PduStep::Done);
@@ -761,52 +755,43 @@ fn readv_pdu_ask_for_next_vector<N: NextVector + 'static>(ctx: &Context, req: &R
                 return;
             }
             // An empty vector: the caller's bug (tsocket: EINVAL).
-            Ok(NextRead::Read(0)) => {
-                req.state_mut().set_step(PduStep::Failed);
-                req.error(libc::EINVAL as u64);
-                return;
-            }
-            // Read `want` more bytes: from what has arrived if this is not
-            // the first vector, else (or for the rest) through a request.
-            Ok(NextRead::Read(want)) => {
-                if let Some(errno) = check_read_len(buf.len(), want) {
-                    req.state_mut().set_step(PduStep::Failed);
-                    req.error(errno as u64);
-                    return;
-                }
-                let mut missing = want;
-                // After the first vector the data has likely arrived; the
-                // first one too when the transport holds bytes in memory.
-                if vectors > 0 || stream.ops().buffered() > 0 {
-                    match stream.try_readv(&mut buf, want) {
-                        Ok(got) => missing = want - got.min(want),
-                        Err(err) => {
-                            req.state_mut().set_step(PduStep::Failed);
-                            fail(req, err);
-                            return;
-                        }
-                    }
-                }
-                {
-                    let mut state = req.state_mut();
-                    state.vectors += 1;
-                    state.next = Some(next);
-                }
-                if missing == 0 {
-                    // All there already: ask for the next vector.
-                    req.state_mut().buf = Some(buf);
-                    continue;
-                }
-                let subreq = readv_send(ctx, &stream, buf, missing);
-                let weak = req.downgrade();
-                subreq.set_callback(move |subreq| readv_pdu_readv_done(subreq, &weak));
-                let mut state = req.state_mut();
-                state.subreq = Some(subreq);
-                state.set_step(PduStep::Reading);
-                return;
+            Ok(NextRead::Read(0)) => return pdu_failed(req, Error::new("readv_pdu", libc::EINVAL)),
+            Ok(NextRead::Read(want)) => want,
+        };
+        if let Some(errno) = check_read_len(buf.len(), want) {
+            return pdu_failed(req, Error::new("readv_pdu", errno));
+        }
+        // Read `want` more bytes: from what has arrived if this is not the
+        // first vector (the data has likely arrived) or the transport holds
+        // bytes in memory, else (or for the rest) through a request.
+        let mut missing = want;
+        if vectors > 0 || stream.ops().buffered() > 0 {
+            match stream.try_readv(&mut buf, want) {
+                Ok(got) => missing = want - got.min(want),
+                Err(err) => return pdu_failed(req, err),
             }
         }
+        vectors += 1;
+        if missing == 0 {
+            // All there already: ask for the next vector.
+            continue;
+        }
+        let subreq = readv_send(ctx, &stream, buf, missing);
+        let weak = req.downgrade();
+        subreq.set_callback(move |subreq| readv_pdu_readv_done(subreq, &weak));
+        let mut state = req.state_mut();
+        state.next = Some(next);
+        state.vectors = vectors;
+        state.subreq = Some(subreq);
+        state.set_step(PduStep::Reading);
+        return;
     }
+}
+
+/// Fail a PDU read (the callback and the partial PDU are dropped).
+fn pdu_failed<N: NextVector + 'static>(req: &ReadvPduReq<N>, err: Error) {
+    req.state_mut().set_step(PduStep::Failed);
+    fail(req, err);
 }
 
 /// A vector was read (or the read failed).
