@@ -21,6 +21,14 @@
 //! - Errors are sticky: once a read or write failed, every later operation
 //!   fails with the same errno. End of file is `EPIPE`, for every later read
 //!   too; writes go on after it (a peer that half-closed still reads).
+//! - A monitor ([`monitor_send`](crate::monitor_send)) keeps `ERROR` armed
+//!   while the stream is idle. It fails with the first error a read or write
+//!   gets (`EPIPE` at end of file), or, when the socket reports an error or
+//!   hang-up with no read or write outstanding, with the error captured as
+//!   above, which then becomes the stream's sticky error. As in tsocket, a
+//!   peer's half-close counts: a monitored stream whose peer shuts down its
+//!   sending side fails with `ECONNRESET` and writes to it stop; do not
+//!   monitor connections whose peers half-close and still read.
 //! - The state of the outstanding read and write (buffers, progress) lives
 //!   here, next to a weak reference to its request: a request costs no
 //!   allocation besides itself, and dropping it cancels the operation.
@@ -48,7 +56,7 @@ use socket2::{Domain, Socket, Type};
 use tevent::{Context, FdEvent, FdFlags, Req};
 
 use crate::stream::{
-    DisconnectReq, ReadvReq, Stream, StreamOps, WeakStreamReq, WritevReq, WritevResult,
+    DisconnectReq, MonitorReq, ReadvReq, Stream, StreamOps, WeakStreamReq, WritevReq, WritevResult,
 };
 use crate::Error;
 
@@ -154,6 +162,10 @@ struct BsdInner {
     reader: RefCell<Option<Reader>>,
     /// The outstanding write, if any (the same).
     writer: RefCell<Option<Writer>>,
+    /// The monitor's request, if one was started.
+    monitor: RefCell<Option<WeakStreamReq<()>>>,
+    /// A monitor was started and not failed yet (it keeps `ERROR` armed).
+    monitored: Cell<bool>,
     /// Try reads at once in `readv_send` (tsocket's `optimize_readv`).
     optimize_readv: Cell<bool>,
     /// Report an error at once instead of draining buffered data first.
@@ -361,6 +373,8 @@ impl BsdInner {
             eof: Cell::new(false),
             reader: RefCell::new(None),
             writer: RefCell::new(None),
+            monitor: RefCell::new(None),
+            monitored: Cell::new(false),
             optimize_readv: Cell::new(false),
             fail_readv_first_error: Cell::new(false),
             ahead: RefCell::new(ReadAhead::default()),
@@ -428,7 +442,11 @@ impl BsdInner {
                 match fde.context() {
                     Some(c) if c.ptr_eq(ctx) => return Ok(()),
                     // Reads and writes must use the same context.
-                    Some(_) if self.live_reader().is_some() || self.live_writer().is_some() => {
+                    Some(_)
+                        if self.live_reader().is_some()
+                            || self.live_writer().is_some()
+                            || self.live_monitor().is_some() =>
+                    {
                         return Err(libc::EINVAL);
                     }
                     _ => {}
@@ -476,17 +494,62 @@ impl BsdInner {
         self.set_flags(self.armed.get() | flags)
     }
 
+    /// Clear `flags`, except `ERROR` while a monitor watches.
     fn remove_flags(&self, flags: FdFlags) {
-        let _ = self.set_flags(self.armed.get() & !flags);
+        let mut keep = self.armed.get() & !flags;
+        if self.monitored.get() {
+            keep |= FdFlags::ERROR;
+        }
+        let _ = self.set_flags(keep);
     }
 
-    /// Record an error as sticky and return it.
+    /// Record an error as sticky and return it; it fails the monitor.
     fn set_error(&self, errno: i32) -> i32 {
         if self.error.get() == 0 {
             log::debug!("bsd stream fd {}: error {errno}", self.raw.get());
             self.error.set(errno);
         }
+        self.fail_monitor(errno);
         errno
+    }
+
+    /// The monitor's request, if it is alive and in progress (a dead one is
+    /// forgotten).
+    fn live_monitor(&self) -> Option<MonitorReq> {
+        if !self.monitored.get() {
+            return None;
+        }
+        let req = self.monitor.borrow().as_ref().and_then(|w| w.upgrade());
+        match req {
+            Some(req) if req.is_in_progress() => Some(req),
+            _ => {
+                self.stop_monitor();
+                None
+            }
+        }
+    }
+
+    fn stop_monitor(&self) {
+        self.monitored.set(false);
+        let old = self.monitor.take();
+        drop(old);
+    }
+
+    /// Fail the monitor, if one watches, with `errno`; its callback runs
+    /// from the loop (this is called from inside other operations).
+    fn fail_monitor(&self, errno: i32) {
+        if !self.monitored.get() {
+            return;
+        }
+        let weak = self.monitor.take();
+        self.monitored.set(false);
+        if let Some(req) = weak.and_then(|w| w.upgrade()) {
+            if req.is_in_progress() {
+                log::debug!("bsd stream fd {}: monitor fails: {errno}", self.raw.get());
+                req.defer_callback();
+                req.error(errno as u64);
+            }
+        }
     }
 
     /// Why a read is refused now: the sticky error, or end of file.
@@ -562,6 +625,7 @@ impl BsdInner {
             }
             if n == 0 {
                 self.eof.set(true);
+                self.fail_monitor(libc::EPIPE);
                 return Err(libc::EPIPE);
             }
             let errno = last_errno();
@@ -711,9 +775,22 @@ impl BsdInner {
             }
             let writer = self.live_writer();
             if reader.is_none() && writer.is_none() {
-                // Nobody to tell (the writer that armed ERROR was dropped
-                // or timed out): stop watching. The error is not captured,
-                // so a later reader still gets the data buffered before it.
+                if self.live_monitor().is_some() {
+                    // An idle stream broke: capture the error for the
+                    // monitor (and every later operation).
+                    let errno = match self.error.get() {
+                        0 => match poll_or_sock_error(self.raw.get()) {
+                            0 => libc::EPIPE,
+                            e => e,
+                        },
+                        e => e,
+                    };
+                    self.set_error(errno);
+                }
+                // Nobody (else) to tell, e.g. the writer that armed ERROR
+                // was dropped or timed out: stop watching. Without a
+                // monitor the error is not captured, so a later reader
+                // still gets the data buffered before it.
                 let _ = self.set_flags(FdFlags::EMPTY);
                 return;
             }
@@ -998,6 +1075,8 @@ impl StreamOps for BsdStream {
         inner.armed.set(FdFlags::EMPTY);
         drop(inner.reader.take());
         drop(inner.writer.take());
+        // The generic layer fails the monitor with ECONNABORTED.
+        inner.stop_monitor();
         inner.raw.set(-1);
         let raw = fd.into_raw_fd();
         // SAFETY: `raw` came from the OwnedFd just released, so this closes
@@ -1009,6 +1088,26 @@ impl StreamOps for BsdStream {
             req.done(());
         }
         req.post()
+    }
+    #[track_caller]
+    fn monitor_send(&self, ctx: &Context) -> MonitorReq {
+        let inner = &self.inner;
+        let req: MonitorReq = Req::new(ctx, Box::new(()));
+        if let Some(errno) = inner.read_refused() {
+            req.error(errno as u64);
+            return req.post();
+        }
+        if let Err(errno) = inner
+            .ensure_fde(ctx)
+            .and_then(|()| inner.add_flags(FdFlags::ERROR))
+        {
+            req.error(errno as u64);
+            return req.post();
+        }
+        let old = inner.monitor.replace(Some(req.downgrade()));
+        drop(old);
+        inner.monitored.set(true);
+        req
     }
 }
 

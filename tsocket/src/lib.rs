@@ -51,12 +51,12 @@ pub use connect::{
 };
 pub use listener::{accept_recv, accept_send, AcceptReq, AcceptState, Listener, DEFAULT_BACKLOG};
 pub use stream::{
-    disconnect_recv, disconnect_send, pending_bytes, read_some_recv, read_some_send,
-    readv_pdu_queue_recv, readv_pdu_queue_send, readv_pdu_recv, readv_pdu_send, readv_recv,
-    readv_send, writev_queue_recv, writev_queue_recv_bufs, writev_queue_send, writev_recv,
-    writev_recv_bufs, writev_send, DisconnectReq, NextRead, NextVector, ReadvPduQueueReq,
-    ReadvPduQueueState, ReadvPduReq, ReadvPduState, ReadvReq, Stream, StreamOps, StreamReq,
-    WritevQueueReq, WritevQueueState, WritevReq, WritevResult,
+    disconnect_recv, disconnect_send, monitor_recv, monitor_send, pending_bytes, read_some_recv,
+    read_some_send, readv_pdu_queue_recv, readv_pdu_queue_send, readv_pdu_recv, readv_pdu_send,
+    readv_recv, readv_send, writev_queue_recv, writev_queue_recv_bufs, writev_queue_send,
+    writev_recv, writev_recv_bufs, writev_send, DisconnectReq, MonitorReq, NextRead, NextVector,
+    ReadvPduQueueReq, ReadvPduQueueState, ReadvPduReq, ReadvPduState, ReadvReq, Stream, StreamOps,
+    StreamReq, WritevQueueReq, WritevQueueState, WritevReq, WritevResult,
 };
 
 mod bsd_dgram;

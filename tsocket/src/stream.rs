@@ -173,6 +173,10 @@ pub type WritevReq = StreamReq<WritevResult>;
 /// A disconnect request ([`disconnect_send`], [`StreamOps::disconnect_send`]).
 pub type DisconnectReq = StreamReq<()>;
 
+/// A monitor request ([`monitor_send`], [`StreamOps::monitor_send`]): it
+/// never succeeds; it fails when the connection does.
+pub type MonitorReq = StreamReq<()>;
+
 /// The operations of a stream transport (tsocket's `tstream_context_ops`).
 ///
 /// Implement it for a new transport and wrap the value with
@@ -253,6 +257,19 @@ pub trait StreamOps: Any {
     /// Close the transport (the BSD transport closes its fd). Later
     /// operations fail with `ENOTCONN`.
     fn disconnect_send(&self, ctx: &Context) -> DisconnectReq;
+
+    /// Watch the connection (tsocket's optional `monitor_send`): return a
+    /// request that stays in progress while the connection is healthy and
+    /// fails with the connection's error when the transport sees one, also
+    /// while no read or write is outstanding. It should finish through the
+    /// loop ([`Req::defer_callback`]), since it is usually failed from inside
+    /// another operation's completion.
+    ///
+    /// The default is a transport that cannot watch: the request fails with
+    /// `ENOSYS`.
+    fn monitor_send(&self, ctx: &Context) -> MonitorReq {
+        failed_req(ctx, libc::ENOSYS)
+    }
 }
 
 /// A weak reference to a transport request.
@@ -270,6 +287,8 @@ struct StreamInner<O: ?Sized> {
     writev: Slot<WritevResult>,
     /// The disconnect request, once one was started.
     disconnect: Slot<()>,
+    /// The monitor, if its request is alive and in progress.
+    monitor: Slot<()>,
     /// A disconnect was started: no more reads and writes.
     disconnecting: Cell<bool>,
     ops: O,
@@ -291,8 +310,9 @@ fn occupy<T: 'static>(slot: &Slot<T>, req: &StreamReq<T>) {
 }
 
 /// Fail a slot's live request with `ECONNABORTED`, from the loop.
-fn abort_slot<T: 'static>(slot: &mut Slot<T>) {
-    if let Some(req) = slot.get_mut().take().and_then(|w| w.upgrade()) {
+fn abort_slot<T: 'static>(slot: &Slot<T>) {
+    let weak = slot.take();
+    if let Some(req) = weak.and_then(|w| w.upgrade()) {
         if req.is_in_progress() {
             req.defer_callback();
             req.error(libc::ECONNABORTED as u64);
@@ -304,9 +324,10 @@ impl<O: ?Sized> Drop for StreamInner<O> {
     fn drop(&mut self) {
         // The transport goes away with us: its outstanding requests would
         // never finish. Tell their callers, from the loop.
-        abort_slot(&mut self.readv);
-        abort_slot(&mut self.writev);
-        abort_slot(&mut self.disconnect);
+        abort_slot(&self.readv);
+        abort_slot(&self.writev);
+        abort_slot(&self.disconnect);
+        abort_slot(&self.monitor);
     }
 }
 
@@ -387,6 +408,7 @@ impl Stream {
             readv: RefCell::new(None),
             writev: RefCell::new(None),
             disconnect: RefCell::new(None),
+            monitor: RefCell::new(None),
             disconnecting: Cell::new(false),
             ops,
         });
@@ -419,6 +441,11 @@ impl Stream {
         busy(&self.inner.writev)
     }
 
+    /// Whether a [`monitor_send`] request is outstanding.
+    pub fn is_monitored(&self) -> bool {
+        busy(&self.inner.monitor)
+    }
+
     /// Whether a disconnect was started (operations are then refused).
     pub fn is_disconnected(&self) -> bool {
         self.inner.disconnecting.get()
@@ -448,6 +475,7 @@ impl fmt::Debug for Stream {
             .field("transport", &self.name())
             .field("reading", &self.is_reading())
             .field("writing", &self.is_writing())
+            .field("monitored", &self.is_monitored())
             .field("disconnected", &self.is_disconnected())
             .finish()
     }
@@ -1150,6 +1178,8 @@ pub fn disconnect_send(ctx: &Context, stream: &Stream) -> DisconnectReq {
     inner.disconnecting.set(true);
     let req = inner.ops.disconnect_send(ctx);
     occupy(&inner.disconnect, &req);
+    // Nothing is left to watch (tsocket fails the monitor the same way).
+    abort_slot(&inner.monitor);
     req
 }
 
@@ -1160,6 +1190,60 @@ pub fn disconnect_send(ctx: &Context, stream: &Stream) -> DisconnectReq {
 /// The transport's error (for BSD sockets, what `close` reported).
 pub fn disconnect_recv(req: &DisconnectReq) -> Result<(), Error> {
     req.recv().map_err(|e| Error::from_req("disconnect", e))
+}
+
+/// Watch the connection for failure (tsocket's `tstream_monitor_send`):
+/// the request stays in progress while the connection is healthy and fails
+/// when it breaks, also while the stream is idle (no read or write
+/// outstanding), which is how a server notices a client that went away
+/// between requests. Take the error with [`monitor_recv`].
+///
+/// The monitor fails with the error a read or write of the stream got (the
+/// BSD transport: `EPIPE` at end of file, `ECONNRESET`, ...), with the
+/// error the socket reports when it hangs up while idle, and with
+/// `ECONNABORTED` when the stream is disconnected or dropped. Its callback
+/// always runs from the loop, never inside the operation that failed. It
+/// does not keep the stream alive.
+///
+/// Errors (the request fails at once, posted): `EALREADY` if a monitor is
+/// already running on the stream, `ECONNABORTED` after a disconnect,
+/// `ENOSYS` if the transport cannot watch ([`StreamOps::monitor_send`]).
+///
+/// ```
+/// use tevent::Context;
+///
+/// let ctx = Context::new()?;
+/// let (ours, theirs) = tsocket::unix_socketpair()?;
+/// let monitor = tsocket::monitor_send(&ctx, &ours);
+/// drop(theirs); // the peer goes away while nothing is read or written
+/// monitor.poll()?;
+/// let err = tsocket::monitor_recv(&monitor);
+/// assert!(matches!(err.errno(), libc::EPIPE | libc::ECONNRESET));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[track_caller]
+pub fn monitor_send(ctx: &Context, stream: &Stream) -> MonitorReq {
+    let inner = &stream.inner;
+    if inner.disconnecting.get() {
+        return failed_req(ctx, libc::ECONNABORTED);
+    }
+    if busy(&inner.monitor) {
+        return failed_req(ctx, libc::EALREADY);
+    }
+    let req = inner.ops.monitor_send(ctx);
+    occupy(&inner.monitor, &req);
+    req
+}
+
+/// The error that ended a [`monitor_send`] request (tsocket's
+/// `tstream_monitor_recv`, which always fails). Asking before the request
+/// finished gives `EINVAL`, as for any request; receiving ends it.
+pub fn monitor_recv(req: &MonitorReq) -> Error {
+    match req.recv() {
+        Err(e) => Error::from_req("monitor", e),
+        // A transport that "succeeded": the monitor ended without a reason.
+        Ok(()) => Error::new("monitor", libc::ECONNABORTED),
+    }
 }
 
 /// How many bytes can be read now without waiting (tsocket's

@@ -1631,3 +1631,238 @@ fn writes_go_on_after_the_peer_half_closes() {
         assert_eq!(&got, b"late", "{kind:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Monitor
+// ---------------------------------------------------------------------------
+
+/// A context on `backend` in polling mode: `loop_once` never blocks and
+/// reports `WouldBlock` when nothing is ready.
+fn polling_context(backend: &str) -> Context {
+    let ctx = Context::with_backend(backend).unwrap();
+    ctx.set_wait_timeout(Duration::ZERO);
+    ctx
+}
+
+/// Run iterations until one finds nothing to do; returns how many did
+/// something. Panics after `max`.
+fn run_until_idle(ctx: &Context, max: usize) -> usize {
+    for n in 0..=max {
+        match ctx.loop_once() {
+            Ok(()) => {}
+            Err(tevent::Error::WouldBlock) => return n,
+            Err(e) => panic!("loop_once: {e}"),
+        }
+    }
+    panic!("still busy after {max} iterations");
+}
+
+/// A monitor whose callback records that it ran.
+fn watched_monitor(ctx: &Context, stream: &Stream) -> (tsocket::MonitorReq, Rc<Cell<bool>>) {
+    let monitor = tsocket::monitor_send(ctx, stream);
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    monitor.set_callback(move |_| f.set(true));
+    (monitor, fired)
+}
+
+/// Backends that report a peer's half-close to an event that only wants
+/// `ERROR` (see the bsd_stream module docs).
+fn half_close_backends() -> impl Iterator<Item = &'static str> {
+    tevent::backend::names()
+        .iter()
+        .copied()
+        .filter(|&b| b != "polling")
+}
+
+#[test]
+fn a_monitor_fails_when_the_peer_of_an_idle_stream_goes_away() {
+    for backend in half_close_backends() {
+        for kind in KINDS {
+            let ctx = polling_context(backend);
+            let (stream, peer) = raw_pair(kind);
+            let (monitor, fired) = watched_monitor(&ctx, &stream);
+            assert!(stream.is_monitored(), "{backend} {kind:?}");
+            assert_eq!(run_until_idle(&ctx, 5), 0, "{backend} {kind:?}: healthy");
+            assert!(monitor.is_in_progress(), "{backend} {kind:?}");
+            drop(peer);
+            assert!(run_until_idle(&ctx, 5) >= 1, "{backend} {kind:?}");
+            assert!(
+                fired.get(),
+                "{backend} {kind:?}: no read or write was outstanding"
+            );
+            let errno = tsocket::monitor_recv(&monitor).errno();
+            assert!(
+                errno == libc::EPIPE || errno == libc::ECONNRESET,
+                "{backend} {kind:?}: errno {errno}"
+            );
+            // The error is the stream's now.
+            let write = tsocket::writev_send(&ctx, &stream, vec![b"late".to_vec()]);
+            run_req(&ctx, &write, 3);
+            assert_eq!(
+                errno_of(tsocket::writev_recv(&write)),
+                errno,
+                "{backend} {kind:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_monitor_stays_through_traffic_and_fails_on_a_reset() {
+    for backend in tevent::backend::names() {
+        let ctx = polling_context(backend);
+        let (stream, peer) = raw_pair(Kind::Tcp);
+        let Peer::Tcp(mut peer) = peer else {
+            unreachable!()
+        };
+        let (monitor, fired) = watched_monitor(&ctx, &stream);
+        // Traffic both ways; a finished write clears its flags but must
+        // leave the monitor's ERROR armed.
+        for round in 0..3 {
+            let write = tsocket::writev_send(&ctx, &stream, vec![pdu(&pattern(round, 50))]);
+            run_req(&ctx, &write, 3);
+            tsocket::writev_recv(&write).unwrap();
+            let mut echo = vec![0u8; 54];
+            peer.read_exact(&mut echo).unwrap();
+            peer.write_all(&echo).unwrap();
+            let read = tsocket::readv_pdu_send(&ctx, &stream, Vec::new(), U32Pdu);
+            run_req(&ctx, &read, 4);
+            let (got, _) = tsocket::readv_pdu_recv(&read).unwrap();
+            assert_eq!(got, echo, "{backend}: round {round}");
+        }
+        // A write the kernel cannot take at once: it waits for WRITE, and
+        // clears that when it finishes.
+        let total = 8 << 20;
+        let write = tsocket::writev_send(&ctx, &stream, vec![vec![7u8; total]]);
+        assert!(write.is_in_progress(), "{backend}: the write waits");
+        peer.set_nonblocking(true).unwrap();
+        let (mut received, mut buf) = (0, vec![0u8; 1 << 16]);
+        let mut spins = 0;
+        while received < total {
+            spins += 1;
+            assert!(spins < 100_000, "{backend}: stuck at {received}");
+            let _ = ctx.loop_once();
+            match peer.read(&mut buf) {
+                Ok(n) => received += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{backend}: {e}"),
+            }
+        }
+        peer.set_nonblocking(false).unwrap();
+        run_req(&ctx, &write, 3);
+        assert_eq!(tsocket::writev_recv(&write).unwrap(), total, "{backend}");
+        assert_eq!(run_until_idle(&ctx, 5), 0, "{backend}");
+        assert!(monitor.is_in_progress() && !fired.get(), "{backend}");
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        run_until_idle(&ctx, 5);
+        assert!(fired.get(), "{backend}: the reset was noticed while idle");
+        assert_eq!(
+            tsocket::monitor_recv(&monitor).errno(),
+            libc::ECONNRESET,
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_read_fails_the_monitor_whose_callback_runs_from_the_loop() {
+    for kind in KINDS {
+        let ctx = polling_context("epoll");
+        let (stream, mut peer) = raw_pair(kind);
+        let (monitor, monitor_fired) = watched_monitor(&ctx, &stream);
+        let read = tsocket::readv_pdu_send(&ctx, &stream, Vec::new(), U32Pdu);
+        let seen_by_reader = Rc::new(Cell::new(None));
+        let (s, m) = (seen_by_reader.clone(), monitor_fired.clone());
+        read.set_callback(move |_| s.set(Some(m.get())));
+        peer.write_all(&pdu(&pattern(1, 100))[..20]);
+        drop(peer);
+        run_until_idle(&ctx, 10);
+        assert_eq!(
+            seen_by_reader.get(),
+            Some(false),
+            "{kind:?}: the monitor's callback did not run inside the read's"
+        );
+        assert!(monitor_fired.get(), "{kind:?}");
+        assert_eq!(
+            errno_of(tsocket::readv_pdu_recv(&read)),
+            libc::EPIPE,
+            "{kind:?}"
+        );
+        assert_eq!(
+            tsocket::monitor_recv(&monitor).errno(),
+            libc::EPIPE,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn one_monitor_at_a_time_and_disconnect_aborts_it() {
+    let ctx = polling_context("epoll");
+    let (stream, _peer) = raw_pair(Kind::Unix);
+    let first = tsocket::monitor_send(&ctx, &stream);
+    let second = tsocket::monitor_send(&ctx, &stream);
+    assert!(!second.is_in_progress(), "refused at once");
+    run_req(&ctx, &second, 2);
+    assert_eq!(tsocket::monitor_recv(&second).errno(), libc::EALREADY);
+    // A dropped monitor frees its place.
+    drop(first);
+    assert!(!stream.is_monitored());
+    let (third, fired) = watched_monitor(&ctx, &stream);
+    assert!(third.is_in_progress());
+    let disconnect = tsocket::disconnect_send(&ctx, &stream);
+    assert!(!fired.get(), "not inside disconnect_send");
+    run_req(&ctx, &disconnect, 2);
+    tsocket::disconnect_recv(&disconnect).unwrap();
+    run_until_idle(&ctx, 5);
+    assert!(fired.get());
+    assert_eq!(tsocket::monitor_recv(&third).errno(), libc::ECONNABORTED);
+    let late = tsocket::monitor_send(&ctx, &stream);
+    run_req(&ctx, &late, 2);
+    assert_eq!(tsocket::monitor_recv(&late).errno(), libc::ECONNABORTED);
+}
+
+#[test]
+fn dropping_the_stream_aborts_its_monitor() {
+    let ctx = polling_context("epoll");
+    let (stream, _peer) = raw_pair(Kind::Tcp);
+    let (monitor, fired) = watched_monitor(&ctx, &stream);
+    drop(stream);
+    assert!(!fired.get(), "callback ran inside drop");
+    run_until_idle(&ctx, 5);
+    assert!(fired.get());
+    assert_eq!(tsocket::monitor_recv(&monitor).errno(), libc::ECONNABORTED);
+}
+
+#[test]
+fn a_dropped_monitor_stops_watching_without_spinning() {
+    for backend in half_close_backends() {
+        let ctx = polling_context(backend);
+        let (stream, mut peer) = raw_pair(Kind::Tcp);
+        let monitor = tsocket::monitor_send(&ctx, &stream);
+        drop(monitor);
+        peer.write_all(b"kept");
+        drop(peer);
+        // At most one wake-up, which stops watching.
+        assert!(run_until_idle(&ctx, 3) <= 1, "{backend}");
+        // The error was not captured: the data sent before the close is
+        // still read, then end of file.
+        let read = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+        run_req(&ctx, &read, 3);
+        assert_eq!(tsocket::readv_recv(&read).unwrap(), b"kept", "{backend}");
+    }
+}
+
+#[test]
+fn a_transport_without_a_monitor_reports_enosys() {
+    let ctx = polling_context("epoll");
+    let (inner, _peer) = raw_pair(Kind::Unix);
+    let (stream, _shared) = faulty(inner, 1, None);
+    let monitor = tsocket::monitor_send(&ctx, &stream);
+    run_req(&ctx, &monitor, 2);
+    assert_eq!(tsocket::monitor_recv(&monitor).errno(), libc::ENOSYS);
+}
