@@ -552,6 +552,21 @@ impl BsdInner {
         }
     }
 
+    /// Put bytes that were read back in front of the read-ahead buffer: the
+    /// next read gets them first.
+    fn unread(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut ahead = self.ahead.borrow_mut();
+        let pos = ahead.pos;
+        let mut buf = Vec::with_capacity(bytes.len() + ahead.buf.len() - pos);
+        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(&ahead.buf[pos..]);
+        ahead.buf = buf;
+        ahead.pos = 0;
+    }
+
     /// Why a read is refused now: the sticky error, or end of file.
     fn read_refused(&self) -> Option<i32> {
         self.refused()
@@ -922,6 +937,12 @@ impl BsdStream {
             req.error(errno as u64);
             return req.post();
         }
+        // The fd event is checked before anything is read: bytes taken from
+        // the socket for a request that then fails would be lost.
+        if let Err(errno) = inner.ensure_fde(ctx) {
+            req.error(errno as u64);
+            return req.post();
+        }
         let mut state = ReadvState {
             buf,
             target,
@@ -941,16 +962,16 @@ impl BsdStream {
                 }
             }
         }
-        if let Err(errno) = inner.ensure_fde(ctx).and_then(|()| {
-            // To fail at the first error the reader must be told about
-            // it: a hang-up reaches a READ-only waiter as plain READ.
-            let flags = if inner.fail_readv_first_error.get() {
-                FdFlags::READ | FdFlags::ERROR
-            } else {
-                FdFlags::READ
-            };
-            inner.add_flags(flags)
-        }) {
+        // To fail at the first error the reader must be told about it: a
+        // hang-up reaches a READ-only waiter as plain READ.
+        let flags = if inner.fail_readv_first_error.get() {
+            FdFlags::READ | FdFlags::ERROR
+        } else {
+            FdFlags::READ
+        };
+        if let Err(errno) = inner.add_flags(flags) {
+            // What was read already goes back, for the next read.
+            inner.unread(&state.buf[len..]);
             req.error(errno as u64);
             return req.post();
         }
@@ -1027,6 +1048,12 @@ impl StreamOps for BsdStream {
             req.error(libc::EBUSY as u64);
             return req.post();
         }
+        // The fd event is checked before anything is written: a request that
+        // fails after writing part of its bytes would corrupt the stream.
+        if let Err(errno) = inner.ensure_fde(ctx) {
+            req.error(errno as u64);
+            return req.post();
+        }
         let mut state = WritevState {
             bufs,
             index: 0,
@@ -1045,10 +1072,12 @@ impl StreamOps for BsdStream {
             }
             Ok(Progress::Wait) => {}
         }
-        if let Err(errno) = inner
-            .ensure_fde(ctx)
-            .and_then(|()| inner.add_flags(FdFlags::WRITE | FdFlags::ERROR))
-        {
+        if let Err(errno) = inner.add_flags(FdFlags::WRITE | FdFlags::ERROR) {
+            if state.total > 0 {
+                // Part of the vector went out: the stream cannot be used
+                // for this protocol any more.
+                inner.set_error(errno);
+            }
             req.error(errno as u64);
             return req.post();
         }

@@ -1866,3 +1866,51 @@ fn a_transport_without_a_monitor_reports_enosys() {
     run_req(&ctx, &monitor, 2);
     assert_eq!(tsocket::monitor_recv(&monitor).errno(), libc::ENOSYS);
 }
+
+// ---------------------------------------------------------------------------
+// Two contexts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_read_refused_on_a_second_context_takes_no_bytes() {
+    let (a, b) = (polling_context("epoll"), polling_context("epoll"));
+    let (stream, mut peer) = raw_pair(Kind::Unix);
+    tsocket::bsd_optimize_readv(&stream, true);
+    // A write waits on context a (the peer does not read).
+    let write = tsocket::writev_send(&a, &stream, vec![vec![0u8; 8 << 20]]);
+    assert!(write.is_in_progress());
+    peer.write_all(b"ab");
+    let read = tsocket::readv_send(&b, &stream, Vec::new(), 4);
+    run_req(&b, &read, 2);
+    assert_eq!(errno_of(tsocket::readv_recv(&read)), libc::EINVAL);
+    // The bytes are still there for a read on the stream's context.
+    drop(write);
+    let read = tsocket::readv_send(&a, &stream, Vec::new(), 2);
+    run_req(&a, &read, 3);
+    assert_eq!(tsocket::readv_recv(&read).unwrap(), b"ab");
+}
+
+#[test]
+fn a_write_refused_on_a_second_context_sends_nothing() {
+    let (a, b) = (polling_context("epoll"), polling_context("epoll"));
+    let (stream, mut peer) = raw_pair(Kind::Unix);
+    let read = tsocket::readv_send(&a, &stream, Vec::new(), 4);
+    assert!(read.is_in_progress());
+    let write = tsocket::writev_send(&b, &stream, vec![vec![1u8; 8 << 20]]);
+    run_req(&b, &write, 2);
+    assert_eq!(errno_of(tsocket::writev_recv(&write)), libc::EINVAL);
+    let mut got = Vec::new();
+    assert_eq!(
+        peer.read_available(&mut got),
+        0,
+        "no byte of the refused write"
+    );
+    // The stream still works on its context.
+    drop(read);
+    let write = tsocket::writev_send(&a, &stream, vec![b"ok".to_vec()]);
+    run_req(&a, &write, 2);
+    assert_eq!(tsocket::writev_recv(&write).unwrap(), 2);
+    let mut ok = [0u8; 2];
+    peer.read_exact(&mut ok);
+    assert_eq!(&ok, b"ok");
+}
