@@ -238,6 +238,7 @@ impl ImmediateQueue {
         key
     }
 
+    #[inline]
     fn unlink(&mut self, key: ImmKey) {
         let (prev, next) = match self.slots.get_mut(key) {
             Some(slot) if slot.scheduled => {
@@ -259,6 +260,7 @@ impl ImmediateQueue {
 
     /// Append `key` to the FIFO, moving it to the tail if it is already
     /// scheduled.
+    #[inline]
     fn link_tail(&mut self, key: ImmKey) {
         self.unlink(key);
         let tail = self.tail;
@@ -277,6 +279,7 @@ impl ImmediateQueue {
         self.scheduled += 1;
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<ImmKey> {
         let key = self.head?;
         self.unlink(key);
@@ -573,23 +576,26 @@ impl fmt::Debug for Immediate {
 /// What is first in the FIFO.
 enum Next {
     Post(Rc<dyn PostTarget>),
-    Immediate,
+    /// An immediate taken off the FIFO, its handler taken out of its slot.
+    Immediate(ImmKey, ImmHandler),
+    /// An immediate whose handler is running further up the stack.
+    Requeued,
     Empty,
 }
 
-/// Take the first post if it comes before the first immediate (skipping
-/// stale posts).
+/// Take the first post or immediate, whichever was scheduled first
+/// (skipping stale posts).
 #[inline]
 fn next(q: &mut ImmediateQueue) -> Next {
     loop {
         let post_first = match (q.posts.front(), q.head) {
             (Some(post), Some(head)) => post.seq < q.slots[head].seq,
             (Some(_), None) => true,
-            (None, Some(_)) => return Next::Immediate,
+            (None, Some(_)) => false,
             (None, None) => return Next::Empty,
         };
         if !post_first {
-            return Next::Immediate;
+            return next_immediate(q);
         }
         let Some(post) = q.posts.pop_front() else {
             return Next::Empty;
@@ -606,6 +612,28 @@ fn next(q: &mut ImmediateQueue) -> Next {
     }
 }
 
+/// Take the first scheduled immediate off the FIFO, with its handler.
+#[inline]
+fn next_immediate(q: &mut ImmediateQueue) -> Next {
+    let Some(key) = q.pop_front() else {
+        return Next::Empty;
+    };
+    let slot = &mut q.slots[key];
+    match slot.handler.take() {
+        Some(h) => {
+            slot.running = true;
+            Next::Immediate(key, h)
+        }
+        None => {
+            // Its handler is running further up the stack (a nested loop):
+            // it cannot run twice at once, so it waits its turn again
+            // instead of being lost.
+            q.link_tail(key);
+            Next::Requeued
+        }
+    }
+}
+
 /// Take the first scheduled immediate or post and run it. Returns `false`
 /// when none was scheduled.
 #[inline]
@@ -616,34 +644,18 @@ pub(crate) fn run_one(ctx: &Context) -> bool {
             target.run_post(ctx);
             true
         }
-        Next::Immediate => run_immediate(ctx),
+        Next::Immediate(key, handler) => {
+            run_immediate(ctx, key, handler);
+            true
+        }
+        Next::Requeued => true,
         Next::Empty => false,
     }
 }
 
-/// Run the first scheduled immediate.
-fn run_immediate(ctx: &Context) -> bool {
+/// Run an immediate taken off the FIFO.
+fn run_immediate(ctx: &Context, key: ImmKey, handler: ImmHandler) {
     let inner = ctx.inner();
-    let (key, handler) = {
-        let mut q = inner.immediates.borrow_mut();
-        let Some(key) = q.pop_front() else {
-            return false;
-        };
-        let slot = &mut q.slots[key];
-        match slot.handler.take() {
-            Some(h) => {
-                slot.running = true;
-                (key, h)
-            }
-            None => {
-                // Its handler is running further up the stack (a nested
-                // loop): it cannot run twice at once, so it waits its turn
-                // again instead of being lost.
-                q.link_tail(key);
-                return true;
-            }
-        }
-    };
     let mut running = Running {
         inner,
         key,
@@ -667,7 +679,6 @@ fn run_immediate(ctx: &Context) -> bool {
         None => {}
     }
     drop(running);
-    true
 }
 
 /// Puts a running handler back into its slot when the handler returns or
