@@ -580,14 +580,18 @@ impl BsdInner {
         if let Some(errno) = self.read_refused() {
             return Err(errno);
         }
-        let use_ahead = {
-            let ahead = self.ahead.borrow();
-            ahead.size > 0 || ahead.buffered() > 0
-        };
-        if use_ahead {
-            return self.read_ahead_once(buf, want);
+        {
+            let mut ahead = self.ahead.borrow_mut();
+            // The usual case with read-ahead: the bytes are in memory.
+            if ahead.buffered() > 0 {
+                return Ok(ahead.take_into(buf, want));
+            }
+            if ahead.size == 0 {
+                drop(ahead);
+                return self.read_into(buf, want);
+            }
         }
-        self.read_into(buf, want)
+        self.read_ahead_once(buf, want)
     }
 
     /// `read_once` with read-ahead: serve buffered bytes, or refill the
