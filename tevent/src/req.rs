@@ -397,11 +397,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     #[track_caller]
     pub fn done(&self, value: T) -> bool {
         if !self.is_in_progress() {
-            log::warn!(
-                "{}: done() on a request already {} (ignored)",
-                Location::caller(),
-                self.status()
-            );
+            warn_finished(None, Location::caller(), self.status());
             return false;
         }
         self.cell.result.set(Some(value));
@@ -423,11 +419,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             return false;
         }
         if !self.is_in_progress() {
-            log::warn!(
-                "{}: error({code}) on a request already {} (ignored)",
-                Location::caller(),
-                self.status()
-            );
+            warn_finished(Some(code), Location::caller(), self.status());
             return true;
         }
         self.cell.error_code.set(code);
@@ -448,10 +440,9 @@ impl<S: 'static, T: 'static> Req<S, T> {
         drop(self.cell.endtime.take());
         self.cell.status.set(state);
         self.cell.finished.set(Some(at));
-        log::trace!(
-            "request created at {} finished {state} at {at}",
-            self.cell.created
-        );
+        if log::log_enabled!(log::Level::Trace) {
+            trace_finish(self.cell.created, state, at);
+        }
         self.run_cleanup(state);
         self.notify_callback();
     }
@@ -892,6 +883,27 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
         });
         d.finish()
     }
+}
+
+/// Kept out of line: formatting a log record needs a large stack frame,
+/// which the hot paths would pay for on every call.
+#[cold]
+#[inline(never)]
+fn warn_finished(error: Option<u64>, at: &'static Location<'static>, status: ReqState) {
+    match error {
+        None => log::warn!("{at}: done() on a request already {status} (ignored)"),
+        Some(code) => log::warn!("{at}: error({code}) on a request already {status} (ignored)"),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_finish(
+    created: &'static Location<'static>,
+    state: ReqState,
+    at: &'static Location<'static>,
+) {
+    log::trace!("request created at {created} finished {state} at {at}");
 }
 
 /// A request that finishes at `deadline` (tevent's `tevent_wakeup_send`).
