@@ -167,14 +167,15 @@ pub(crate) struct QueueInner {
 impl QueueInner {
     /// Schedule the head's trigger if the queue runs and the head has not
     /// been triggered.
+    #[inline]
     fn kick(self: &Rc<Self>) {
-        if !self.running.get() {
-            return;
+        // Unless stopped, or the trigger is already on its way.
+        if self.running.get() && self.post_seq.get() == 0 {
+            self.post_trigger();
         }
-        if self.post_seq.get() != 0 {
-            // Already on its way.
-            return;
-        }
+    }
+
+    fn post_trigger(self: &Rc<Self>) {
         let needs = self.entries.borrow().head().is_some_and(|e| !e.triggered);
         if needs {
             if let Some(inner) = self.ctx.upgrade() {
@@ -239,11 +240,17 @@ impl QueueInner {
     }
 
     /// Report the detach of a removed entry.
+    #[inline]
     fn trace_gone(&self, tag: u64, created: &'static Location<'static>) {
         if let Some(inner) = self.ctx.upgrade() {
-            inner
-                .tracer
-                .report_gone(EventKind::QueueEntry, tag, created);
+            if inner.tracer.events_on() {
+                inner.tracer.event_point(
+                    EventKind::QueueEntry,
+                    tag,
+                    created,
+                    EventTracePoint::Detach,
+                );
+            }
         }
     }
 }
