@@ -585,7 +585,7 @@ impl Context {
         if inner.tracer.events_on() {
             fds.iter().for_each(|e| e.trace_detach(inner));
             timers.iter().for_each(|e| e.trace_detach(inner));
-            immediates.iter().for_each(|e| e.trace_detach(inner));
+            immediates.trace_detach(inner);
             signals.iter().for_each(|e| e.trace_detach(inner));
         }
         drop((signals, fds, timers, immediates));

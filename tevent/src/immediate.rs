@@ -23,11 +23,17 @@ pub(crate) type ImmediateFn = dyn FnMut(&Context, &Immediate);
 /// A request's post: delivered in FIFO order with the immediates, but kept
 /// in a queue of its own so that a post costs no table slot.
 pub(crate) trait PostTarget {
+    /// The number of the target's pending post (0 if none): an entry with
+    /// another number is stale.
+    fn pending_post(&self) -> u64;
     /// Claim the post numbered `seq`: `false` if it was cancelled or
     /// replaced by a later post since (the entry is then stale).
     fn claim_post(&self, seq: u64) -> bool;
     /// Run the claimed post.
     fn run_post(self: Rc<Self>, ctx: &Context);
+    /// Where the target was created (the "immediate" its posts are traced
+    /// as).
+    fn post_created(&self) -> &'static Location<'static>;
 }
 
 /// Post `target` (replacing its pending post, whose number `seq` holds;
@@ -40,14 +46,61 @@ pub(crate) fn post_target(
     seq: &Cell<u64>,
     created: &'static Location<'static>,
 ) {
-    let replaces = seq.get();
-    let new = inner.immediates.borrow_mut().post(target, replaces);
+    let (new, replaced) = inner.immediates.borrow_mut().post(target, seq.get());
     seq.set(new);
     if inner.tracer.events_on() {
-        if replaces != 0 {
-            trace_post(inner, created, EventTracePoint::Detach);
+        trace_posted(inner, seq, replaced, created);
+    }
+}
+
+/// The trace points of a new post: `Detach` first if it replaces a pending
+/// post or the one running now (as for a rescheduled immediate).
+#[cold]
+fn trace_posted(
+    inner: &Inner,
+    seq: &Cell<u64>,
+    replaces: bool,
+    created: &'static Location<'static>,
+) {
+    let running = {
+        let mut q = inner.immediates.borrow_mut();
+        let running = std::ptr::eq(q.traced_running, seq);
+        if running {
+            q.traced_running = std::ptr::null();
         }
-        trace_post(inner, created, EventTracePoint::Attach);
+        running
+    };
+    if replaces || running {
+        trace_post(inner, created, EventTracePoint::Detach);
+    }
+    trace_post(inner, created, EventTracePoint::Attach);
+}
+
+/// Run the work of a claimed post (whose target keeps its post number in
+/// `seq`) between its `BeforeHandler` and `Detach` trace points. If the
+/// work posts the same target again, that post reports the `Detach`.
+/// `seq` must stay alive while the work runs (the caller holds its target).
+#[cold]
+pub(crate) fn run_traced_post(
+    inner: &Inner,
+    seq: &Cell<u64>,
+    created: &'static Location<'static>,
+    work: impl FnOnce(),
+) {
+    trace_post(inner, created, EventTracePoint::BeforeHandler);
+    let outer = std::mem::replace(
+        &mut inner.immediates.borrow_mut().traced_running,
+        seq as *const Cell<u64>,
+    );
+    work();
+    let detach = {
+        let mut q = inner.immediates.borrow_mut();
+        let detach = std::ptr::eq(q.traced_running, seq);
+        q.traced_running = outer;
+        detach
+    };
+    if detach {
+        trace_post(inner, created, EventTracePoint::Detach);
     }
 }
 
@@ -129,6 +182,27 @@ struct ImmSlot {
 /// A detached immediate, dropped by the caller.
 pub(crate) struct ImmSlotBox(#[allow(dead_code)] ImmSlot);
 
+/// What [`ImmediateQueue::detach_all`] removed.
+pub(crate) struct Detached {
+    slots: Vec<ImmSlotBox>,
+    posts: VecDeque<Post>,
+}
+
+impl Detached {
+    /// Report the `Detach` trace point of every immediate and post that was
+    /// attached.
+    pub(crate) fn trace_detach(&self, inner: &Inner) {
+        self.slots.iter().for_each(|s| s.trace_detach(inner));
+        for post in &self.posts {
+            if let Some(target) = post.target.upgrade() {
+                if target.pending_post() == post.seq {
+                    trace_post(inner, target.post_created(), EventTracePoint::Detach);
+                }
+            }
+        }
+    }
+}
+
 /// The context's immediates: a table of objects and the FIFO of the
 /// scheduled ones (an intrusive doubly-linked list through the table, so
 /// scheduling, moving to the tail and cancelling are O(1)), beside the
@@ -145,6 +219,10 @@ pub(crate) struct ImmediateQueue {
     /// Posts numbered below this were dropped by `detach_all`.
     posts_floor: u64,
     next_seq: u64,
+    /// With event tracing on: the post number cell of the target whose post
+    /// runs now (compared, never dereferenced), so that a post it makes
+    /// again reports the running one's `Detach`.
+    traced_running: *const Cell<u64>,
 }
 
 impl Default for ImmediateQueue {
@@ -159,6 +237,7 @@ impl Default for ImmediateQueue {
             posts_floor: 1,
             // 0 means "no post" to the requests.
             next_seq: 1,
+            traced_running: std::ptr::null(),
         }
     }
 }
@@ -185,31 +264,56 @@ impl ImmediateQueue {
         })
     }
 
-    /// Remove every immediate (after `fork`), handing the slots back to be
-    /// dropped outside the borrow.
-    pub(crate) fn detach_all(&mut self) -> Vec<ImmSlotBox> {
+    /// Remove every immediate and post (after `fork`), handing them back
+    /// to be traced and dropped outside the borrow.
+    pub(crate) fn detach_all(&mut self) -> Detached {
         self.head = None;
         self.tail = None;
         self.scheduled = 0;
-        self.posts.clear();
         self.live_posts = 0;
         self.posts_floor = self.next_seq;
-        self.slots.drain().map(|(_, s)| ImmSlotBox(s)).collect()
+        Detached {
+            slots: self.slots.drain().map(|(_, s)| ImmSlotBox(s)).collect(),
+            posts: std::mem::take(&mut self.posts),
+        }
     }
 
-    /// Queue a request's post and return its sequence number. `replaces`
-    /// is the number of the request's earlier post if that one has not run
-    /// yet (0 if none): it goes stale, and the new post takes its place at
-    /// the tail.
+    /// Queue a post and return its sequence number, and whether it
+    /// replaces a pending one. `replaces` is the number of the target's
+    /// earlier post if that one has not run yet (0 if none): it goes stale,
+    /// and the new post takes its place at the tail. (A number below the
+    /// floor is a post that `detach_all` dropped: nothing is replaced.)
     #[inline]
-    pub(crate) fn post(&mut self, target: Weak<dyn PostTarget>, replaces: u64) -> u64 {
+    pub(crate) fn post(&mut self, target: Weak<dyn PostTarget>, replaces: u64) -> (u64, bool) {
+        let replaced = replaces >= self.posts_floor;
+        if replaced && replaces + 1 == self.next_seq {
+            // Nothing was scheduled since: it is at the tail already.
+            return (replaces, true);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        if replaces < self.posts_floor {
+        if !replaced {
             self.live_posts += 1;
         }
+        if self.posts.len() > 2 * self.live_posts + 32 {
+            self.drop_stale_posts();
+        }
         self.posts.push_back(Post { seq, target });
-        seq
+        (seq, replaced)
+    }
+
+    /// Remove the stale entries when they are most of the post queue (a
+    /// target posted again and again, e.g. a queue's trigger moved to the
+    /// tail on every add, while the loop does not run).
+    #[cold]
+    fn drop_stale_posts(&mut self) {
+        // Upgrading succeeds only while a handle exists elsewhere, so no
+        // target is freed (and no user code runs) here.
+        self.posts.retain(|p| {
+            p.target
+                .upgrade()
+                .is_some_and(|t| t.pending_post() == p.seq)
+        });
     }
 
     /// Cancel the post numbered `seq` that has not run yet (its entry goes
@@ -544,7 +648,7 @@ impl ImmSlotBox {
     }
 }
 
-/// After a post (`post` returned `(key, was_attached)`) or a job import.
+/// After a job import: the immediate's trace points.
 pub(crate) fn trace_scheduled(inner: &Inner, key: ImmKey, was_attached: bool) {
     if inner.tracer.events_on() {
         if was_attached {

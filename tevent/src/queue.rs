@@ -158,8 +158,8 @@ pub(crate) struct QueueInner {
     name: String,
     entries: RefCell<Entries>,
     running: Cell<bool>,
-    /// Triggers the head from the loop; `None` once the queue is dropped.
-    /// The number of the pending post that triggers the head (0 if none).
+    /// The number of the pending post that triggers the head from the loop
+    /// (0 if none).
     post_seq: Cell<u64>,
     created: &'static Location<'static>,
 }
@@ -167,10 +167,12 @@ pub(crate) struct QueueInner {
 impl QueueInner {
     /// Schedule the head's trigger if the queue runs and the head has not
     /// been triggered.
+    ///
+    /// As tevent does with its queue's immediate, a trigger already on its
+    /// way moves to the tail: behind what was scheduled since.
     #[inline]
     fn kick(self: &Rc<Self>) {
-        // Unless stopped, or the trigger is already on its way.
-        if self.running.get() && self.post_seq.get() == 0 {
+        if self.running.get() {
             self.post_trigger();
         }
     }
@@ -256,20 +258,25 @@ impl QueueInner {
 }
 
 impl PostTarget for QueueInner {
+    fn pending_post(&self) -> u64 {
+        self.post_seq.get()
+    }
+
     fn claim_post(&self, seq: u64) -> bool {
         immediate::claim_target_post(&self.post_seq, seq)
     }
 
     fn run_post(self: Rc<Self>, ctx: &Context) {
         let inner = ctx.inner();
-        let traced = inner.tracer.events_on();
-        if traced {
-            immediate::trace_post(inner, self.created, EventTracePoint::BeforeHandler);
+        if !inner.tracer.events_on() {
+            self.trigger_head();
+            return;
         }
-        self.trigger_head();
-        if traced && self.post_seq.get() == 0 {
-            immediate::trace_post(inner, self.created, EventTracePoint::Detach);
-        }
+        immediate::run_traced_post(inner, &self.post_seq, self.created, || self.trigger_head());
+    }
+
+    fn post_created(&self) -> &'static Location<'static> {
+        self.created
     }
 }
 
@@ -305,7 +312,10 @@ fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
 /// - A queue starts running; [`stop`](Queue::stop) holds triggers back
 ///   (a request already triggered keeps running), [`start`](Queue::start)
 ///   resumes.
-/// - Triggers run from the loop (an immediate), except with
+/// - Triggers run from the loop, in FIFO order with the immediates (as
+///   tevent's queue immediate: adding a request or removing one while the
+///   head waits for its trigger moves that trigger behind what was
+///   scheduled since), except with
 ///   [`add_optimize_empty`](Queue::add_optimize_empty).
 /// - **A request leaves the queue when it is received or dropped, not when
 ///   it finishes.** The next request is triggered only then: a caller that

@@ -10,7 +10,6 @@ use crate::context::{Context, Inner};
 use crate::immediate::{self, PostTarget};
 use crate::queue::{self, QueueLink, QueueMember};
 use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
-use crate::trace::EventTracePoint;
 use crate::Error;
 
 /// Where a request is in its life (tevent's `enum tevent_req_state`).
@@ -758,6 +757,10 @@ impl<S: 'static, T: 'static> Req<S, T> {
 }
 
 impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
+    fn pending_post(&self) -> u64 {
+        self.post_seq.get()
+    }
+
     #[inline]
     fn claim_post(&self, seq: u64) -> bool {
         immediate::claim_target_post(&self.post_seq, seq)
@@ -771,12 +774,14 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
             Req { cell: self }.notify_owned();
             return;
         }
-        immediate::trace_post(inner, self.created, EventTracePoint::BeforeHandler);
         let req = Req { cell: self };
-        req.notify_callback();
-        if req.cell.post_seq.get() == 0 {
-            immediate::trace_post(inner, req.cell.created, EventTracePoint::Detach);
-        }
+        immediate::run_traced_post(inner, &req.cell.post_seq, req.cell.created, || {
+            req.notify_callback()
+        });
+    }
+
+    fn post_created(&self) -> &'static Location<'static> {
+        self.created
     }
 }
 

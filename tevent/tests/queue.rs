@@ -496,6 +496,40 @@ fn requests_dropped_from_the_middle_of_a_long_queue_leave_the_rest_in_order() {
 }
 
 #[test]
+fn adding_moves_a_pending_trigger_behind_later_immediates() {
+    each_backend(|name, ctx| {
+        let log = Log::default();
+        let q = Queue::new(&ctx, "q");
+        q.stop();
+        let _a = add_auto(&ctx, &q, &log, "a");
+        q.start(); // the trigger is on its way
+        let l = log.clone();
+        let _im = ctx.schedule_immediate(move |_, _| l.push("immediate"));
+        let _b = add_auto(&ctx, &q, &log, "b"); // moves the trigger, as tevent
+        once(name, &ctx);
+        assert_eq!(log.take(), ["immediate"], "backend {name}");
+        once(name, &ctx);
+        assert_eq!(log.take(), ["trigger a", "callback a"], "backend {name}");
+    });
+}
+
+#[test]
+fn a_queue_whose_trigger_was_pending_at_reinitialise_triggers_again() {
+    each_backend(|name, ctx| {
+        let log = Log::default();
+        let q = Queue::new(&ctx, "q");
+        let a = add_auto(&ctx, &q, &log, "a");
+        ctx.reinitialise().unwrap(); // drops the pending trigger
+        assert!(!ctx.has_events(), "backend {name}");
+        drop(a);
+        let _b = add_auto(&ctx, &q, &log, "b");
+        assert_eq!(run_until_idle(name, &ctx, 10), 1, "backend {name}");
+        assert_eq!(log.take(), ["trigger b", "callback b"], "backend {name}");
+        assert_eq!(q.length(), 0, "backend {name}");
+    });
+}
+
+#[test]
 fn an_already_triggered_head_keeps_running_after_stop() {
     each_backend(|name, ctx| {
         let log = Log::default();

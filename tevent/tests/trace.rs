@@ -341,3 +341,87 @@ fn loop_trace_points_around_the_wait() {
         assert_eq!(points.borrow().len(), 4, "{name}: cleared");
     }
 }
+
+/// The `Immediate` trace points of `log` (posts are traced as immediates),
+/// without their numbers.
+fn immediate_points(log: &Log) -> Vec<EventTracePoint> {
+    take(log)
+        .into_iter()
+        .filter(|e| e.0 == EventKind::Immediate)
+        .map(|e| e.2)
+        .collect()
+}
+
+#[test]
+fn a_post_made_again_from_its_own_callback_detaches_the_running_one_first() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        ctx.set_wait_timeout(Duration::ZERO);
+        let req: Req<(), ()> = Req::new(&ctx, ());
+        req.done(());
+        let req = req.post();
+        let runs = Rc::new(RefCell::new(0));
+        let r = runs.clone();
+        req.set_callback(move |req| {
+            *r.borrow_mut() += 1;
+            if *r.borrow() == 1 {
+                req.defer_callback();
+                req.notify_callback(); // posts it again
+            }
+        });
+        let log = record(&ctx);
+        while ctx.loop_once().is_ok() {}
+        assert_eq!(*runs.borrow(), 2, "{name}");
+        assert_eq!(
+            immediate_points(&log),
+            [BeforeHandler, Detach, Attach, BeforeHandler, Detach],
+            "{name}: as a rescheduled immediate"
+        );
+    }
+}
+
+#[test]
+fn queue_triggers_and_posts_trace_balanced() {
+    for name in tevent::backend::names() {
+        let ctx = Context::with_backend(name).unwrap();
+        ctx.set_wait_timeout(Duration::ZERO);
+        let log = record(&ctx);
+        let q = Queue::new(&ctx, "q");
+        let reqs: Vec<Req<u32, ()>> = (0..3).map(|i| Req::new(&ctx, i)).collect();
+        for r in &reqs {
+            q.add(r, |r| {
+                r.done(());
+            })
+            .unwrap();
+            // Received in its callback: the next trigger is posted from
+            // inside the running one.
+            r.set_callback(|r| {
+                r.recv().unwrap();
+            });
+        }
+        while ctx.loop_once().is_ok() {}
+        drop(reqs);
+        drop(q);
+        let points = immediate_points(&log);
+        let count = |p| points.iter().filter(|&&x| x == p).count();
+        assert_eq!(count(Attach), count(Detach), "{name}: {points:?}");
+        assert_eq!(count(BeforeHandler), 3, "{name}: {points:?}");
+    }
+}
+
+#[test]
+fn posts_dropped_by_reinitialise_detach() {
+    let ctx = Context::with_backend("poll").unwrap();
+    let log = record(&ctx);
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    req.done(());
+    let req = req.post();
+    assert_eq!(immediate_points(&log), [Attach]);
+    ctx.reinitialise().unwrap();
+    assert_eq!(immediate_points(&log), [Detach]);
+    // Posted again: a new post, not one replacing the dropped one.
+    let req = req.post();
+    assert_eq!(immediate_points(&log), [Attach]);
+    drop(req);
+    assert_eq!(immediate_points(&log), [Detach], "detached once");
+}

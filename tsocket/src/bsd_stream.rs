@@ -21,6 +21,9 @@
 //! - Errors are sticky: once a read or write failed, every later operation
 //!   fails with the same errno. End of file is `EPIPE`, for every later read
 //!   too; writes go on after it (a peer that half-closed still reads).
+//!   Bytes already read ahead ([`bsd_read_ahead`]) were received before the
+//!   error or end of file and are still delivered first, unless
+//!   [`bsd_fail_readv_first_error`] is set.
 //! - A monitor ([`monitor_send`](crate::monitor_send)) keeps `ERROR` armed
 //!   while the stream is idle. It fails with the first error a read or write
 //!   gets (`EPIPE` at end of file), or, when the socket reports an error or
@@ -393,8 +396,6 @@ impl BsdInner {
         }
     }
 
-    /// The reader's request, if it is alive and in progress; a dead
-    /// reader's state (and buffer) is dropped.
     /// Whether a read request is outstanding (as
     /// [`live_reader`](BsdInner::live_reader), without clearing a dead one).
     #[inline]
@@ -408,6 +409,8 @@ impl BsdInner {
         }
     }
 
+    /// The reader's request, if it is alive and in progress; a dead
+    /// reader's state (and buffer) is dropped.
     fn live_reader(&self) -> Option<ReadvReq> {
         let req = self.reader.borrow().as_ref().and_then(|r| r.req.upgrade());
         match req {
@@ -567,10 +570,21 @@ impl BsdInner {
         ahead.pos = 0;
     }
 
-    /// Why a read is refused now: the sticky error, or end of file.
-    fn read_refused(&self) -> Option<i32> {
+    /// The sticky error, or `EPIPE` after end of file.
+    fn broken(&self) -> Option<i32> {
         self.refused()
             .or_else(|| self.eof.get().then_some(libc::EPIPE))
+    }
+
+    /// Why a read is refused now: the sticky error or end of file, once
+    /// the bytes read ahead before it are used up (at once with
+    /// [`bsd_fail_readv_first_error`]).
+    fn read_refused(&self) -> Option<i32> {
+        let errno = self.broken()?;
+        let drain = self.raw.get() >= 0
+            && !self.fail_readv_first_error.get()
+            && self.ahead.borrow().buffered() > 0;
+        (!drain).then_some(errno)
     }
 
     /// One `read` of up to `want` bytes, appended to `buf`'s spare capacity.
@@ -995,12 +1009,14 @@ impl StreamOps for BsdStream {
 
     fn pending_bytes(&self) -> Result<usize, Error> {
         let inner = &*self.inner;
+        // Bytes read ahead are readable even after an error (see
+        // `read_refused`).
+        let buffered = inner.ahead.borrow().buffered();
+        if buffered > 0 && inner.read_refused().is_none() {
+            return Ok(buffered);
+        }
         if let Some(errno) = inner.refused() {
             return Err(Error::new("pending_bytes", errno));
-        }
-        let buffered = inner.ahead.borrow().buffered();
-        if buffered > 0 {
-            return Ok(buffered);
         }
         let mut value: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int to the valid pointer given.
@@ -1126,7 +1142,7 @@ impl StreamOps for BsdStream {
     fn monitor_send(&self, ctx: &Context) -> MonitorReq {
         let inner = &self.inner;
         let req: MonitorReq = Req::new(ctx, Box::new(()));
-        if let Some(errno) = inner.read_refused() {
+        if let Some(errno) = inner.broken() {
             req.error(errno as u64);
             return req.post();
         }

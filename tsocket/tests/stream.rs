@@ -1914,3 +1914,31 @@ fn a_write_refused_on_a_second_context_sends_nothing() {
     peer.read_exact(&mut ok);
     assert_eq!(&ok, b"ok");
 }
+
+#[test]
+fn a_monitor_failing_on_an_idle_stream_keeps_the_bytes_read_ahead() {
+    for backend in half_close_backends() {
+        let ctx = polling_context(backend);
+        let (stream, mut peer) = raw_pair(Kind::Tcp);
+        tsocket::bsd_read_ahead(&stream, 4096);
+        let monitor = tsocket::monitor_send(&ctx, &stream);
+        let first = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+        peer.write_all(b"req1req2");
+        run_req(&ctx, &first, 3);
+        assert_eq!(tsocket::readv_recv(&first).unwrap(), b"req1", "{backend}");
+        assert_eq!(tsocket::pending_bytes(&stream).unwrap(), 4, "{backend}");
+        // The client sent everything and went away while we were idle.
+        drop(peer);
+        run_until_idle(&ctx, 5);
+        assert!(!monitor.is_in_progress(), "{backend}");
+        // What we already hold is still delivered; then the error.
+        assert_eq!(tsocket::pending_bytes(&stream).unwrap(), 4, "{backend}");
+        let second = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+        run_req(&ctx, &second, 2);
+        assert_eq!(tsocket::readv_recv(&second).unwrap(), b"req2", "{backend}");
+        let third = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+        run_req(&ctx, &third, 2);
+        let errno = errno_of(tsocket::readv_recv(&third));
+        assert_eq!(errno, tsocket::monitor_recv(&monitor).errno(), "{backend}");
+    }
+}
