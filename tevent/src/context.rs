@@ -387,7 +387,7 @@ impl Context {
         result
     }
 
-    #[inline]
+    #[inline(always)]
     fn iterate(&self, never_block: bool) -> Result<Step, Error> {
         if signal::run_pending(self) {
             return Ok(Step::Ran);
