@@ -11,7 +11,8 @@
 //!   sockets, [`tcp_connect_send`], a [`Listener`] with [`accept_send`], and
 //!   the helpers [`readv_send`], [`readv_pdu_send`] (the guide's next-vector
 //!   PDU reader), [`writev_send`], [`writev_queue_send`],
-//!   [`disconnect_send`]. Its module docs show a length-prefixed PDU reader.
+//!   [`disconnect_send`], and [`monitor_send`] (notice a connection that
+//!   breaks while idle). Its module docs show a length-prefixed PDU reader.
 //! - [`dgram`] (tsocket's `tdgram`): UDP and unix datagram sockets and the
 //!   helpers `recvfrom`, `sendto`, `sendto_queue`, `disconnect`. Its module
 //!   docs show a minimal recvfrom/sendto program.

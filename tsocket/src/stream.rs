@@ -21,6 +21,7 @@
 //! | `tstream_writev_queue_send` / `_recv` | [`writev_queue_send`] / [`writev_queue_recv`] |
 //! | `tstream_disconnect_send` / `_recv` | [`disconnect_send`] / [`disconnect_recv`] |
 //! | `tstream_pending_bytes` | [`pending_bytes`] |
+//! | `tstream_monitor_send` / `_recv` | [`monitor_send`] / [`monitor_recv`] |
 //! | `tstream_inet_tcp_connect_send` / `_recv` | [`tcp_connect_send`](crate::tcp_connect_send) / [`tcp_connect_recv`](crate::tcp_connect_recv) |
 //! | `tstream_unix_connect_send` / `_recv` | [`unix_connect_send`](crate::unix_connect_send) / [`unix_connect_recv`](crate::unix_connect_recv) |
 //! | `tstream_unix_socketpair` | [`unix_socketpair`](crate::unix_socketpair) |
