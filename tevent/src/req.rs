@@ -186,8 +186,11 @@ pub(crate) struct ReqCell<S, T> {
 /// not `Clone`; [`downgrade`](Req::downgrade) gives a [`WeakReq`] for
 /// callbacks that must reach a parent request without owning it.
 ///
-/// A request costs one heap allocation (its storage); callbacks and
-/// triggers that capture nothing are stored without allocating.
+/// A request costs one heap allocation (its storage); callbacks, cleanup
+/// functions and queue triggers that capture nothing are stored without
+/// allocating, and a post allocates nothing. The rarely used cancel and
+/// print functions take one more allocation, made when the first of them
+/// is set.
 ///
 /// # Example: a C `_send`/`_recv` pair, ported
 ///
