@@ -135,7 +135,9 @@ impl Drop for Inner {
 /// context stays consistent and usable: the next `loop_once` works as if
 /// the handler had returned. The event whose handler panicked keeps its
 /// state: an fd or signal event stays registered, a timer that was firing is
-/// gone (unless it re-armed itself first), an immediate is unscheduled.
+/// gone (unless it re-armed itself first), an immediate is unscheduled. A
+/// request whose callback panicked stays finished, but that callback is
+/// dropped by the unwinding: set a new one before delivering it again.
 ///
 /// # Embedding in another loop
 ///

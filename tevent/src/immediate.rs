@@ -20,8 +20,9 @@ slotmap::new_key_type! {
 /// so it can reschedule it.
 pub(crate) type ImmediateFn = dyn FnMut(&Context, &Immediate);
 
-/// A request's post: delivered in FIFO order with the immediates, but kept
-/// in a queue of its own so that a post costs no table slot.
+/// Something that is posted (a request's delivery, a queue's trigger):
+/// run in FIFO order with the immediates, but kept in a queue of its own so
+/// that a post costs no table slot.
 pub(crate) trait PostTarget {
     /// The number of the target's pending post (0 if none): an entry with
     /// another number is stale.
@@ -92,15 +93,42 @@ pub(crate) fn run_traced_post(
         &mut inner.immediates.borrow_mut().traced_running,
         seq as *const Cell<u64>,
     );
+    // Restores the outer running post also if the work panics (the
+    // context stays usable then).
+    let guard = TracedRunning { inner, seq, outer };
     work();
-    let detach = {
-        let mut q = inner.immediates.borrow_mut();
-        let detach = std::ptr::eq(q.traced_running, seq);
-        q.traced_running = outer;
-        detach
-    };
-    if detach {
+    if guard.finish() {
         trace_post(inner, created, EventTracePoint::Detach);
+    }
+}
+
+struct TracedRunning<'a> {
+    inner: &'a Inner,
+    seq: &'a Cell<u64>,
+    outer: *const Cell<u64>,
+}
+
+impl TracedRunning<'_> {
+    /// Restore the outer running post; whether this one still owes its
+    /// `Detach` (it was not posted again).
+    fn finish(self) -> bool {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.restore()
+    }
+
+    fn restore(&self) -> bool {
+        let Ok(mut q) = self.inner.immediates.try_borrow_mut() else {
+            return false;
+        };
+        let detach = std::ptr::eq(q.traced_running, self.seq);
+        q.traced_running = self.outer;
+        detach
+    }
+}
+
+impl Drop for TracedRunning<'_> {
+    fn drop(&mut self) {
+        self.restore();
     }
 }
 

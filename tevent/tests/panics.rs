@@ -188,3 +188,43 @@ fn panic_in_a_nested_loop_unwinds_both_levels() {
         assert_eq!(runs.get(), 1, "backend {name}");
     });
 }
+
+#[test]
+fn a_traced_post_whose_callback_panicked_traces_its_next_post_normally() {
+    each_backend(|name, ctx| {
+        polling(&ctx);
+        let points = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let p = points.clone();
+        ctx.set_event_trace_callback(move |event, point| {
+            if event.kind == tevent::EventKind::Immediate {
+                p.borrow_mut().push(point);
+            }
+        });
+        let req: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+        req.done(());
+        let req = req.post();
+        let calls = Counter::default();
+        let c = calls.clone();
+        req.set_callback(move |_| {
+            c.inc();
+            if c.get() == 1 {
+                panic!("callback");
+            }
+        });
+        loop_once_panics(name, &ctx, "callback");
+        points.borrow_mut().clear();
+        // (The callback that panicked is gone with the unwinding.)
+        let c = calls.clone();
+        req.set_callback(move |_| c.inc());
+        // Posted again: a plain new post, not a re-post of a running one.
+        let req = req.post();
+        assert_eq!(
+            *points.borrow(),
+            [tevent::EventTracePoint::Attach],
+            "backend {name}"
+        );
+        run_until_idle(name, &ctx, 3);
+        assert_eq!(calls.get(), 2, "backend {name}");
+        drop(req);
+    });
+}
