@@ -71,7 +71,12 @@ fn trace_posted(
         }
         running
     };
-    if replaces || running {
+    // Both may hold: the target's callback runs (further up the stack) and
+    // a nested iteration posted it meanwhile.
+    if replaces {
+        trace_post(inner, created, EventTracePoint::Detach);
+    }
+    if running {
         trace_post(inner, created, EventTracePoint::Detach);
     }
     trace_post(inner, created, EventTracePoint::Attach);
@@ -93,42 +98,40 @@ pub(crate) fn run_traced_post(
         &mut inner.immediates.borrow_mut().traced_running,
         seq as *const Cell<u64>,
     );
-    // Restores the outer running post also if the work panics (the
-    // context stays usable then).
-    let guard = TracedRunning { inner, seq, outer };
+    // Restores the outer running post and reports this one's `Detach` also
+    // if the work panics (the context stays usable then).
+    let _running = TracedRunning {
+        inner,
+        seq,
+        outer,
+        created,
+    };
     work();
-    if guard.finish() {
-        trace_post(inner, created, EventTracePoint::Detach);
-    }
 }
 
+/// The post whose work runs with tracing on (see [`run_traced_post`]).
 struct TracedRunning<'a> {
     inner: &'a Inner,
     seq: &'a Cell<u64>,
     outer: *const Cell<u64>,
-}
-
-impl TracedRunning<'_> {
-    /// Restore the outer running post; whether this one still owes its
-    /// `Detach` (it was not posted again).
-    fn finish(self) -> bool {
-        let this = std::mem::ManuallyDrop::new(self);
-        this.restore()
-    }
-
-    fn restore(&self) -> bool {
-        let Ok(mut q) = self.inner.immediates.try_borrow_mut() else {
-            return false;
-        };
-        let detach = std::ptr::eq(q.traced_running, self.seq);
-        q.traced_running = self.outer;
-        detach
-    }
+    created: &'static Location<'static>,
 }
 
 impl Drop for TracedRunning<'_> {
     fn drop(&mut self) {
-        self.restore();
+        let detach = match self.inner.immediates.try_borrow_mut() {
+            Ok(mut q) => {
+                // Still marked running: it was not posted again, and owes
+                // its `Detach`.
+                let detach = std::ptr::eq(q.traced_running, self.seq);
+                q.traced_running = self.outer;
+                detach
+            }
+            Err(_) => false,
+        };
+        if detach {
+            trace_post(self.inner, self.created, EventTracePoint::Detach);
+        }
     }
 }
 

@@ -212,7 +212,15 @@ fn a_traced_post_whose_callback_panicked_traces_its_next_post_normally() {
             }
         });
         loop_once_panics(name, &ctx, "callback");
-        points.borrow_mut().clear();
+        assert_eq!(
+            std::mem::take(&mut *points.borrow_mut()),
+            [
+                tevent::EventTracePoint::Attach,
+                tevent::EventTracePoint::BeforeHandler,
+                tevent::EventTracePoint::Detach
+            ],
+            "backend {name}: detached by the unwinding, as an immediate"
+        );
         // (The callback that panicked is gone with the unwinding.)
         let c = calls.clone();
         req.set_callback(move |_| c.inc());

@@ -425,3 +425,41 @@ fn posts_dropped_by_reinitialise_detach() {
     drop(req);
     assert_eq!(immediate_points(&log), [Detach], "detached once");
 }
+
+#[test]
+fn a_post_made_again_from_a_nested_iteration_and_from_its_callback_traces_balanced() {
+    let ctx = Context::with_backend("poll").unwrap();
+    ctx.set_wait_timeout(Duration::ZERO);
+    ctx.allow_nesting();
+    let log = record(&ctx);
+    let a: Req<(), ()> = Req::new(&ctx, ());
+    let b: Req<(), ()> = Req::new(&ctx, ());
+    a.done(());
+    b.done(());
+    let a = a.post();
+    let b = b.post();
+    let a_weak = a.downgrade();
+    // B's callback (run by A's nested iteration) posts A again.
+    b.set_callback(move |_| {
+        if let Some(a) = a_weak.upgrade() {
+            drop(a.post());
+        }
+    });
+    let runs = Rc::new(RefCell::new(0));
+    let r = runs.clone();
+    let nested_ctx = ctx.clone();
+    a.set_callback(move |a| {
+        *r.borrow_mut() += 1;
+        if *r.borrow() == 1 {
+            assert!(nested_ctx.try_loop_once().unwrap(), "runs B");
+            a.defer_callback();
+            a.notify_callback(); // and A posts itself too
+        }
+    });
+    while ctx.loop_once().is_ok() {}
+    drop((a, b));
+    let points = immediate_points(&log);
+    let count = |p| points.iter().filter(|&&x| x == p).count();
+    assert_eq!(*runs.borrow(), 2);
+    assert_eq!(count(Attach), count(Detach), "{points:?}");
+}

@@ -22,8 +22,9 @@
 //!   fails with the same errno. End of file is `EPIPE`, for every later read
 //!   too; writes go on after it (a peer that half-closed still reads).
 //!   Bytes already read ahead ([`bsd_read_ahead`]) were received before the
-//!   error or end of file and are still delivered first, unless
-//!   [`bsd_fail_readv_first_error`] is set.
+//!   error or end of file: reads they can complete still get them, unless
+//!   [`bsd_fail_readv_first_error`] is set; a read that needs more than
+//!   they hold fails with the error.
 //! - A monitor ([`monitor_send`](crate::monitor_send)) keeps `ERROR` armed
 //!   while the stream is idle. It fails with the first error a read or write
 //!   gets (`EPIPE` at end of file), or, when the socket reports an error or
@@ -687,6 +688,11 @@ impl BsdInner {
             // A short read from the kernel means the socket is drained: wait
             // for it. (The read-ahead buffer running dry is not: read again.)
             if n == 0 || self.ahead.borrow().size == 0 {
+                // Unless the bytes read ahead before an error or end of
+                // file are used up: nothing more will come.
+                if let Some(errno) = self.read_refused() {
+                    return Err(errno);
+                }
                 return Ok(Progress::Wait);
             }
         }

@@ -1942,3 +1942,34 @@ fn a_monitor_failing_on_an_idle_stream_keeps_the_bytes_read_ahead() {
         assert_eq!(errno, tsocket::monitor_recv(&monitor).errno(), "{backend}");
     }
 }
+
+#[test]
+fn a_read_after_a_write_error_fails_once_the_bytes_read_ahead_are_used_up() {
+    let ctx = polling_context("epoll");
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let fd = ours.as_raw_fd();
+    let stream = tsocket::existing_socket(ours.into()).unwrap();
+    tsocket::bsd_read_ahead(&stream, 4096);
+    peer.write_all(b"abcdefgh").unwrap();
+    let first = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+    run_req(&ctx, &first, 3);
+    assert_eq!(tsocket::readv_recv(&first).unwrap(), b"abcd");
+    // Read-ahead off with four bytes still buffered, then a write error
+    // (our side shut down for writing) that becomes the stream's.
+    tsocket::bsd_read_ahead(&stream, 0);
+    // SAFETY: shutdown(2) on the stream's own socket, open while `stream`
+    // lives.
+    assert_eq!(unsafe { libc::shutdown(fd, libc::SHUT_WR) }, 0);
+    let write = tsocket::writev_send(&ctx, &stream, vec![b"x".to_vec()]);
+    run_req(&ctx, &write, 2);
+    assert_eq!(errno_of(tsocket::writev_recv(&write)), libc::EPIPE);
+    // The buffered bytes complete a read that fits them ...
+    let fits = tsocket::readv_send(&ctx, &stream, Vec::new(), 2);
+    run_req(&ctx, &fits, 2);
+    assert_eq!(tsocket::readv_recv(&fits).unwrap(), b"ef");
+    // ... and a read that needs more fails at once instead of waiting for
+    // bytes that cannot come.
+    let more = tsocket::readv_send(&ctx, &stream, Vec::new(), 8);
+    run_req(&ctx, &more, 2);
+    assert_eq!(errno_of(tsocket::readv_recv(&more)), libc::EPIPE);
+}
