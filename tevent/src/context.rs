@@ -570,6 +570,11 @@ impl Context {
     /// the parent stop working (they report the context gone). Signal
     /// events are removed and their dispositions restored.
     ///
+    /// Pending request posts and queue triggers are dropped too: a finished
+    /// request whose delivery was pending is not delivered (post it again),
+    /// and a queue triggers its head again at its next add, removal or
+    /// [`start`](crate::Queue::start).
+    ///
     /// Call it in the child before using the context; the parent's context
     /// is unaffected.
     ///

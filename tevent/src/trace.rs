@@ -39,7 +39,10 @@ pub enum EventKind {
     Timer,
     /// A [`SignalEvent`](crate::SignalEvent).
     Signal,
-    /// An [`Immediate`](crate::Immediate), including a request's post.
+    /// An [`Immediate`](crate::Immediate); also a request's post and a
+    /// queue's trigger (the immediates tevent uses for them), reported with
+    /// the request's or queue's creation place and tag 0 (a tag set on them
+    /// is not kept).
     Immediate,
     /// A [`Queue`](crate::Queue) entry.
     QueueEntry,
