@@ -572,8 +572,8 @@ impl Context {
     ///
     /// Pending request posts and queue triggers are dropped too: a finished
     /// request whose delivery was pending is not delivered (post it again),
-    /// and a queue triggers its head again at its next add, removal or
-    /// [`start`](crate::Queue::start).
+    /// and a queue triggers its head again at its next add or removal (or
+    /// a [`stop`](crate::Queue::stop) and [`start`](crate::Queue::start)).
     ///
     /// Call it in the child before using the context; the parent's context
     /// is unaffected.
