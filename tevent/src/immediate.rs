@@ -180,6 +180,9 @@ pub(crate) fn trace_post(
         .event_point(EventKind::Immediate, 0, created, point);
 }
 
+/// A post queue emptied with more room than this gives it back.
+pub(crate) const SHRINK_ABOVE: usize = 4096;
+
 /// One entry of the post queue. Cancelling a post leaves its entry in place
 /// (stale, skipped when reached) instead of searching the queue.
 struct Post {
@@ -274,6 +277,20 @@ impl Default for ImmediateQueue {
 }
 
 impl ImmediateQueue {
+    /// Give back the memory of a burst of posts once they all ran (called
+    /// when the FIFO is found empty).
+    #[inline]
+    pub(crate) fn trim(&mut self) {
+        if self.posts.capacity() > SHRINK_ABOVE && self.posts.is_empty() {
+            self.shrink_posts();
+        }
+    }
+
+    #[cold]
+    fn shrink_posts(&mut self) {
+        self.posts.shrink_to(SHRINK_ABOVE / 16);
+    }
+
     /// Immediates and posts waiting to run.
     pub(crate) fn scheduled_count(&self) -> usize {
         self.scheduled + self.live_posts
@@ -727,7 +744,10 @@ fn next(q: &mut ImmediateQueue) -> Next {
             (Some(post), Some(head)) => post.seq < q.slots[head].seq,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (None, None) => return Next::Empty,
+            (None, None) => {
+                q.trim();
+                return Next::Empty;
+            }
         };
         if !post_first {
             return next_immediate(q);

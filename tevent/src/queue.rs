@@ -137,6 +137,10 @@ impl Entries {
         while self.fifo.front().is_some_and(|e| !e.live) {
             self.fifo.pop_front();
         }
+        if self.fifo.is_empty() && self.fifo.capacity() > immediate::SHRINK_ABOVE {
+            // After a burst: give the memory back.
+            self.fifo.shrink_to(immediate::SHRINK_ABOVE / 16);
+        }
         Some(gone)
     }
 
