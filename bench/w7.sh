@@ -4,16 +4,21 @@
 # examples/echo_server.rs and the raw epoll echo server (and C tevent's when
 # libtevent is installed), in one sitting, servers alternating.
 #
-# Usage: bench/w7.sh [--reps N]      (default 3 runs per server)
+# Usage: bench/w7.sh [--reps N] [--callgrind]   (default 3 runs per server)
+#   --callgrind  also count each server's user-space instructions per message in the
+#                pipelined mode (valgrind; the noise-free figure: wall ratios vary
+#                by 20% between sittings on shared machines)
 # Environment: ANCHORS=DIR  the tevent-c anchor folder (as for compare.sh)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 REPS=3
+CALLGRIND=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--reps) REPS=${2:?--reps needs a number}; shift ;;
+	--callgrind) CALLGRIND=1 ;;
 	-h | --help) sed -n '2,8p' "$0"; exit 0 ;;
 	*) echo "unknown argument: $1" >&2; exit 2 ;;
 	esac
@@ -67,3 +72,28 @@ for mode in pingpong pipelined; do
 		echo "| $s | $mode | $m |${RUNS[$s|$mode]} | $(awk -v a="$m" -v b="$base" 'BEGIN { printf "%.2f", a / b }') |"
 	done
 done
+
+if [ "$CALLGRIND" = 1 ]; then
+	echo
+	echo "| server | W7 pipelined: user-space instructions per message (callgrind) |"
+	echo "|---|---:|"
+	for s in $SERVERS; do
+		case $s in
+		ours) bin=$OURS ;; epoll) bin=$OUT/echo_epoll ;; tevent) bin=$OUT/echo_tevent ;;
+		esac
+		port=$((20000 + RANDOM % 20000))
+		cg=$OUT/callgrind.$s.out
+		valgrind --tool=callgrind --callgrind-out-file="$cg" "$bin" "$port" >/dev/null 2>&1 &
+		pid=$!
+		for _ in $(seq 200); do # valgrind starts slowly
+			(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+			sleep 0.05
+		done
+		"$OUT/echo_client" 127.0.0.1 "$port" pipelined >/dev/null
+		kill -TERM "$pid"
+		wait "$pid" || true
+		# The whole run (start-up and accept included) over the 100,000 messages.
+		total=$(callgrind_annotate "$cg" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+		echo "| $s | $(awk -v t="$total" 'BEGIN { printf "%.0f", t / 100000 }') |"
+	done
+fi
