@@ -124,8 +124,13 @@ pub(crate) fn timeout_millis(timeout: Option<Duration>) -> i32 {
     match timeout {
         None => -1,
         Some(t) => {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as i32
+            // Without `as_nanos`: its 128-bit division is a library call on
+            // every wait.
+            if t.as_secs() > (i32::MAX / 1000) as u64 {
+                return i32::MAX;
+            }
+            let ms = t.as_secs() as u32 * 1000 + t.subsec_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u32) as i32
         }
     }
 }
@@ -143,6 +148,14 @@ mod tests {
         assert_eq!(timeout_millis(Some(Duration::from_micros(1500))), 2);
         assert_eq!(
             timeout_millis(Some(Duration::from_secs(u64::MAX))),
+            i32::MAX
+        );
+        let ms = |n: u64| timeout_millis(Some(Duration::from_millis(n)));
+        assert_eq!(ms(2_147_483_000), 2_147_483_000);
+        assert_eq!(ms(i32::MAX as u64), i32::MAX);
+        assert_eq!(ms(i32::MAX as u64 + 1), i32::MAX);
+        assert_eq!(
+            timeout_millis(Some(Duration::new(2_147_483, 999_999_999))),
             i32::MAX
         );
     }
