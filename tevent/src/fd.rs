@@ -503,8 +503,10 @@ pub(crate) fn dispatch(ctx: &Context, ready: Readiness) {
             return;
         };
         // Round-robin: the served event goes to the back of the line.
-        let k = group.members.remove(i);
-        group.members.push(k);
+        if group.members.len() > 1 {
+            let k = group.members.remove(i);
+            group.members.push(k);
+        }
         let Some(handler) = table.slots[key].handler.take() else {
             // Its handler is running further up the stack (nested loop).
             return;
