@@ -58,8 +58,10 @@
 //!
 //! The Rust below follows it line by line: the state struct owns the fd
 //! event and the sub-request (so dropping the request cancels both), the fd
-//! handler and the sub-request callback reach the request through a
-//! `WeakReq`, and `_recv` is `req.recv()`.
+//! handler reaches the request through a `WeakReq`, the sub-request's
+//! callback gets its parent as C's `tevent_req_set_callback(subreq, fn, req)`
+//! does (`subreq.set_parent_callback(req, fn)`), and `_recv` is
+//! `req.recv()`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -212,16 +214,11 @@ fn two_lines_next(ctx: &Context, req: &Req<TwoLinesState, Vec<String>>) {
         }
     };
     let subreq = read_line_send(ctx, sock, buffered, endtime);
-    let weak = req.downgrade();
-    subreq.set_callback(move |subreq| two_lines_line_done(subreq, &weak));
+    subreq.set_parent_callback(req, two_lines_line_done);
     req.state_mut().subreq = Some(subreq);
 }
 
-fn two_lines_line_done(
-    subreq: &Req<ReadLineState, Line>,
-    weak: &WeakReq<TwoLinesState, Vec<String>>,
-) {
-    let Some(req) = weak.upgrade() else { return };
+fn two_lines_line_done(subreq: &Req<ReadLineState, Line>, req: &Req<TwoLinesState, Vec<String>>) {
     let result = read_line_recv(subreq);
     let subreq = req.state_mut().subreq.take(); // TALLOC_FREE(subreq)
     drop(subreq);
@@ -240,7 +237,7 @@ fn two_lines_line_done(
     };
     if count < 2 {
         if let Some(ctx) = req.context() {
-            two_lines_next(&ctx, &req);
+            two_lines_next(&ctx, req);
         }
         return;
     }

@@ -94,7 +94,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req, WeakReq};
+//! use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req};
 //!
 //! struct TwoNapsState {
 //!     naps: u32,
@@ -109,13 +109,11 @@
 //!
 //! fn two_naps_next(ctx: &Context, req: &Req<TwoNapsState, u32>) {
 //!     let subreq = wakeup_send(ctx, Deadline::after(Duration::from_millis(1)));
-//!     let weak = req.downgrade();
-//!     subreq.set_callback(move |subreq| two_naps_done(subreq, &weak));
+//!     subreq.set_parent_callback(req, two_naps_done);
 //!     req.state_mut().subreq = Some(subreq);
 //! }
 //!
-//! fn two_naps_done(subreq: &Req<(), ()>, weak: &WeakReq<TwoNapsState, u32>) {
-//!     let Some(req) = weak.upgrade() else { return };
+//! fn two_naps_done(subreq: &Req<(), ()>, req: &Req<TwoNapsState, u32>) {
 //!     let woke = wakeup_recv(subreq);
 //!     req.state_mut().subreq = None; // TALLOC_FREE(subreq)
 //!     if !woke {
@@ -129,7 +127,7 @@
 //!     };
 //!     if naps < 2 {
 //!         if let Some(ctx) = req.context() {
-//!             two_naps_next(&ctx, &req);
+//!             two_naps_next(&ctx, req);
 //!         }
 //!         return;
 //!     }

@@ -1,5 +1,6 @@
 //! Asynchronous requests (tevent's `tevent_req`).
 
+use std::any::Any;
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -145,6 +146,9 @@ pub(crate) struct ReqCell<S, T> {
     /// Emptied by hand in `Drop` (so that dropping an empty one is not a
     /// call), which is why it is never dropped as a field.
     rare: ManuallyDrop<Cell<Option<Rare<S, T>>>>,
+    /// The request a callback set with [`Req::set_parent_callback`] reports
+    /// to.
+    parent: Cell<Option<Weak<dyn Any>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
     created: &'static Location<'static>,
@@ -244,14 +248,12 @@ pub(crate) struct ReqCell<S, T> {
 /// fn add_send(ctx: &Context, a: i32, b: i32) -> Req<AddState, i32> {
 ///     let req = Req::new(ctx, AddState { sum: a + b, subreq: None });
 ///     let subreq = wakeup_send(ctx, Deadline::after(Duration::from_millis(1)));
-///     let weak = req.downgrade();
-///     subreq.set_callback(move |subreq| add_done(subreq, &weak));
+///     subreq.set_parent_callback(&req, add_done);
 ///     req.state_mut().subreq = Some(subreq);
 ///     req
 /// }
 ///
-/// fn add_done(subreq: &Req<(), ()>, weak: &tevent::WeakReq<AddState, i32>) {
-///     let Some(req) = weak.upgrade() else { return };
+/// fn add_done(subreq: &Req<(), ()>, req: &Req<AddState, i32>) {
 ///     let ok = wakeup_recv(subreq);
 ///     req.state_mut().subreq = None; // TALLOC_FREE(subreq)
 ///     if !ok {
@@ -328,6 +330,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             has_cleanup: Cell::new(false),
             cleanup_again: Cell::new(None),
             rare: ManuallyDrop::new(Cell::new(None)),
+            parent: Cell::new(None),
             queue_trigger: Cell::new(None),
             queue_link: RefCell::new(None),
             created: Location::caller(),
@@ -353,6 +356,58 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// [`notify_callback`](Req::notify_callback) for progress notices.
     pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
         drop(self.cell.callback.replace(Some(Box::new(callback))));
+    }
+
+    /// Set the callback of a sub-request that reports to its parent: the C
+    /// idiom `tevent_req_set_callback(subreq, fn, req)`, ported as
+    /// `subreq.set_parent_callback(&req, fn)`. `callback` runs with this
+    /// request and the parent when this one finishes (or sends a progress
+    /// notice), unless the parent is gone by then: the parent is not kept
+    /// alive by its sub-request.
+    ///
+    /// A function (or a closure that captures nothing) is stored without
+    /// allocating, where [`set_callback`](Req::set_callback) with a closure
+    /// capturing a [`WeakReq`] of the parent allocates once.
+    ///
+    /// ```
+    /// use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req};
+    ///
+    /// /// C: `static void sleep_done(struct tevent_req *subreq)`, whose
+    /// /// private data is the parent request.
+    /// fn sleep_done(subreq: &Req<(), ()>, req: &Req<u32, u32>) {
+    ///     if !wakeup_recv(subreq) {
+    ///         req.error(libc::EIO as u64);
+    ///         return;
+    ///     }
+    ///     let value = *req.state();
+    ///     req.done(value * 2);
+    /// }
+    ///
+    /// let ctx = Context::new()?;
+    /// let req: Req<u32, u32> = Req::new(&ctx, 21);
+    /// let subreq = wakeup_send(&ctx, Deadline::Asap);
+    /// subreq.set_parent_callback(&req, sleep_done);
+    /// req.poll()?;
+    /// assert_eq!(req.recv(), Ok(42));
+    /// # drop(subreq);
+    /// # Ok::<(), tevent::Error>(())
+    /// ```
+    pub fn set_parent_callback<PS, PT, F>(&self, parent: &Req<PS, PT>, mut callback: F)
+    where
+        PS: 'static,
+        PT: 'static,
+        F: FnMut(&Req<S, T>, &Req<PS, PT>) + 'static,
+    {
+        let weak: Weak<dyn Any> = Rc::downgrade(&parent.cell) as Weak<ReqCell<PS, PT>>;
+        drop(self.cell.parent.replace(Some(weak)));
+        self.set_callback(move |req: &Req<S, T>| {
+            let weak = req.cell.parent.take();
+            let parent = weak.as_ref().and_then(Weak::upgrade);
+            req.cell.parent.set(weak);
+            if let Some(cell) = parent.and_then(|p| p.downcast::<ReqCell<PS, PT>>().ok()) {
+                callback(req, &Req { cell });
+            }
+        });
     }
 
     /// The request's state (tevent's `tevent_req_data`).

@@ -921,6 +921,41 @@ fn a_parent_runs_two_sub_requests_in_sequence() {
     });
 }
 
+/// A sub-request callback in the C style: `fn(subreq, parent)`.
+fn child_done(subreq: &Req<(), u32>, parent: &Req<Log, u32>) {
+    let value = subreq.recv().unwrap();
+    parent.state().push(format!("child {value}"));
+    parent.done(value + 1);
+}
+
+#[test]
+fn a_parent_callback_reaches_the_parent_and_does_not_keep_it_alive() {
+    each_backend(|name, ctx| {
+        let log = Log::default();
+        let parent: Req<Log, u32> = Req::new(&ctx, log.clone());
+        let child = finished_send(&ctx, 41);
+        child.set_parent_callback(&parent, child_done);
+        once(name, &ctx);
+        assert_eq!(log.take(), ["child 41"], "backend {name}");
+        assert_eq!(parent.recv(), Ok(42), "backend {name}");
+
+        // The parent is gone before the child finishes: the callback does
+        // not run, and the child did not keep the parent's state alive.
+        let (flag, state_dropped) = drop_flag();
+        let parent: Req<DropGuard, ()> = Req::new(&ctx, flag);
+        let child = finished_send(&ctx, 1);
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        child.set_parent_callback(&parent, move |_, _| r.set(true));
+        drop(parent);
+        assert!(state_dropped.get(), "backend {name}");
+        once(name, &ctx);
+        assert!(!ran.get(), "backend {name}");
+        assert_no_events(name, &ctx);
+        drop(child);
+    });
+}
+
 #[test]
 fn a_callback_may_drop_its_own_request() {
     each_backend(|name, ctx| {

@@ -124,7 +124,7 @@ use std::fmt;
 use std::panic::Location;
 use std::rc::Rc;
 
-use tevent::{Context, Queue, QueueEntry, Req, ReqError, ReqState, WeakReq};
+use tevent::{Context, Queue, QueueEntry, Req, ReqError, ReqState};
 
 use crate::{Address, Error};
 
@@ -482,17 +482,13 @@ fn op_send<T: 'static>(
         op_finish(&req, slot, result);
         return req.post();
     }
-    let weak = req.downgrade();
-    subreq.set_callback(move |subreq| op_done(subreq, &weak));
+    subreq.set_parent_callback(&req, op_done);
     req.state_mut().subreq = Some(subreq);
     req
 }
 
 /// The transport's request finished: finish ours the same way.
-fn op_done<T: 'static>(subreq: &DgramReq<T>, weak: &WeakReq<OpState<T>, T>) {
-    let Some(req) = weak.upgrade() else {
-        return;
-    };
+fn op_done<T: 'static>(subreq: &DgramReq<T>, req: &Req<OpState<T>, T>) {
     let result = subreq.recv();
     let slot = {
         let mut state = req.state_mut();
@@ -500,7 +496,7 @@ fn op_done<T: 'static>(subreq: &DgramReq<T>, weak: &WeakReq<OpState<T>, T>) {
         drop(sub);
         state.slot
     };
-    op_finish(&req, slot, result);
+    op_finish(req, slot, result);
 }
 
 fn op_finish<T: 'static>(req: &Req<OpState<T>, T>, slot: Slot, result: Result<T, ReqError>) {
@@ -840,17 +836,13 @@ fn sendto_queue_trigger(req: &SendtoQueueReq) {
         }
     };
     let subreq = sendto_send(&ctx, &dgram, buf, dst.as_ref());
-    let weak = req.downgrade();
-    subreq.set_callback(move |subreq| sendto_queue_done(subreq, &weak));
+    subreq.set_parent_callback(req, sendto_queue_done);
     req.state_mut()
         .set_step(SendtoQueueStep::Sending { subreq });
 }
 
 /// The sendto finished.
-fn sendto_queue_done(subreq: &SendtoReq, weak: &WeakReq<SendtoQueueState, usize>) {
-    let Some(req) = weak.upgrade() else {
-        return;
-    };
+fn sendto_queue_done(subreq: &SendtoReq, req: &Req<SendtoQueueState, usize>) {
     let result = sendto_recv(subreq);
     let spent = req.state_mut().set_step(SendtoQueueStep::Finished);
     drop(spent);

@@ -806,8 +806,7 @@ fn readv_pdu_ask_for_next_vector<N: NextVector + 'static>(ctx: &Context, req: &R
             continue;
         }
         let subreq = readv_send(ctx, &stream, buf, missing);
-        let weak = req.downgrade();
-        subreq.set_callback(move |subreq| readv_pdu_readv_done(subreq, &weak));
+        subreq.set_parent_callback(req, readv_pdu_readv_done);
         let mut state = req.state_mut();
         state.next = Some(next);
         state.vectors = vectors;
@@ -826,11 +825,8 @@ fn pdu_failed<N: NextVector + 'static>(req: &ReadvPduReq<N>, err: Error) {
 /// A vector was read (or the read failed).
 fn readv_pdu_readv_done<N: NextVector + 'static>(
     subreq: &ReadvReq,
-    weak: &WeakReq<ReadvPduState<N>, (Vec<u8>, N)>,
+    req: &Req<ReadvPduState<N>, (Vec<u8>, N)>,
 ) {
-    let Some(req) = weak.upgrade() else {
-        return;
-    };
     let result = readv_recv(subreq);
     let old = {
         let mut state = req.state_mut();
@@ -847,11 +843,11 @@ fn readv_pdu_readv_done<N: NextVector + 'static>(
             let Some(ctx) = req.context() else {
                 return;
             };
-            readv_pdu_ask_for_next_vector(&ctx, &req);
+            readv_pdu_ask_for_next_vector(&ctx, req);
         }
         Err(err) => {
             req.state_mut().set_step(PduStep::Failed);
-            fail(&req, err);
+            fail(req, err);
         }
     }
 }
@@ -935,19 +931,15 @@ fn readv_pdu_queue_trigger<N: NextVector + 'static>(req: &ReadvPduQueueReq<N>) {
         return;
     };
     let subreq = readv_pdu_send(&ctx, &stream, buf, next);
-    let weak = req.downgrade();
-    subreq.set_callback(move |subreq| readv_pdu_queue_done(subreq, &weak));
+    subreq.set_parent_callback(req, readv_pdu_queue_done);
     req.state_mut().subreq = Some(subreq);
 }
 
 /// The queued read finished.
 fn readv_pdu_queue_done<N: NextVector + 'static>(
     subreq: &ReadvPduReq<N>,
-    weak: &WeakReq<ReadvPduQueueState<N>, (Vec<u8>, N)>,
+    req: &Req<ReadvPduQueueState<N>, (Vec<u8>, N)>,
 ) {
-    let Some(req) = weak.upgrade() else {
-        return;
-    };
     let result = readv_pdu_recv(subreq);
     let old = req.state_mut().subreq.take();
     drop(old);
@@ -955,7 +947,7 @@ fn readv_pdu_queue_done<N: NextVector + 'static>(
         Ok(value) => {
             req.done(value);
         }
-        Err(err) => fail(&req, err),
+        Err(err) => fail(req, err),
     }
 }
 
@@ -1115,16 +1107,12 @@ fn writev_queue_trigger(req: &WritevQueueReq) {
         return;
     };
     let subreq = writev_send(&ctx, &stream, bufs);
-    let weak = req.downgrade();
-    subreq.set_callback(move |subreq| writev_queue_done(subreq, &weak));
+    subreq.set_parent_callback(req, writev_queue_done);
     req.state_mut().subreq = Some(subreq);
 }
 
 /// The queued write finished.
-fn writev_queue_done(subreq: &WritevReq, weak: &WeakReq<WritevQueueState, (usize, Vec<Vec<u8>>)>) {
-    let Some(req) = weak.upgrade() else {
-        return;
-    };
+fn writev_queue_done(subreq: &WritevReq, req: &Req<WritevQueueState, (usize, Vec<Vec<u8>>)>) {
     let result = writev_recv_bufs(subreq);
     let old = req.state_mut().subreq.take();
     drop(old);
@@ -1132,7 +1120,7 @@ fn writev_queue_done(subreq: &WritevReq, weak: &WeakReq<WritevQueueState, (usize
         Ok(value) => {
             req.done(value);
         }
-        Err(err) => fail(&req, err),
+        Err(err) => fail(req, err),
     }
 }
 
