@@ -84,6 +84,8 @@ struct Conn {
     pending: RefCell<Vec<Vec<u8>>>,
     /// Buffers of finished writes, reused for the next frames.
     spare: RefCell<Vec<Vec<u8>>>,
+    /// The (emptied) list of the last written batch, reused for the next.
+    spare_list: RefCell<Vec<Vec<u8>>>,
     /// The peer finished sending: close once the echoes are out.
     closing: Cell<bool>,
 }
@@ -117,6 +119,7 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
                         write: RefCell::new(None),
                         pending: RefCell::new(Vec::new()),
                         spare: RefCell::new(Vec::new()),
+                        spare_list: RefCell::new(Vec::new()),
                         closing: Cell::new(false),
                     });
                     // Many small frames per read: one system call per
@@ -213,10 +216,12 @@ fn flush(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
 }
 
 fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
-    let frames = std::mem::take(&mut *conn.pending.borrow_mut());
-    if frames.is_empty() {
+    if conn.pending.borrow().is_empty() {
         return;
     }
+    // The list of the last batch, emptied, gathers the next one.
+    let next = std::mem::take(&mut *conn.spare_list.borrow_mut());
+    let frames = std::mem::replace(&mut *conn.pending.borrow_mut(), next);
     let req = writev_queue_send(ctx, &conn.stream, &conn.queue, frames);
     let (server_weak, conn_weak) = (Rc::downgrade(server), Rc::downgrade(conn));
     req.set_callback(move |req| {
@@ -228,8 +233,9 @@ fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
         let done = conn.write.borrow_mut().take();
         drop(done);
         match result {
-            Ok((_, bufs)) => {
-                conn.spare.borrow_mut().extend(bufs);
+            Ok((_, mut bufs)) => {
+                conn.spare.borrow_mut().append(&mut bufs);
+                *conn.spare_list.borrow_mut() = bufs;
                 if let Some(ctx) = req.context() {
                     write_pending(&ctx, &server, &conn);
                 }
