@@ -355,6 +355,10 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// `tevent_req_set_callback`). It is also called by
     /// [`notify_callback`](Req::notify_callback) for progress notices.
     pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
+        // A parent set for an earlier callback is not needed any more.
+        if let Some(parent) = self.cell.parent.take() {
+            forget_parent(parent);
+        }
         drop(self.cell.callback.replace(Some(Box::new(callback))));
     }
 
@@ -365,9 +369,11 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// notice), unless the parent is gone by then: the parent is not kept
     /// alive by its sub-request.
     ///
-    /// A function (or a closure that captures nothing) is stored without
-    /// allocating, where [`set_callback`](Req::set_callback) with a closure
-    /// capturing a [`WeakReq`] of the parent allocates once.
+    /// A named function (or a closure that captures nothing) is stored
+    /// without allocating, where [`set_callback`](Req::set_callback) with a
+    /// closure capturing a [`WeakReq`] of the parent allocates once (so does
+    /// a function pointer held in a variable). A later `set_callback`
+    /// forgets the parent.
     ///
     /// ```
     /// use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req};
@@ -398,16 +404,22 @@ impl<S: 'static, T: 'static> Req<S, T> {
         PT: 'static,
         F: FnMut(&Req<S, T>, &Req<PS, PT>) + 'static,
     {
-        let weak: Weak<dyn Any> = Rc::downgrade(&parent.cell) as Weak<ReqCell<PS, PT>>;
-        drop(self.cell.parent.replace(Some(weak)));
-        self.set_callback(move |req: &Req<S, T>| {
+        let dispatch = move |req: &Req<S, T>| {
             let weak = req.cell.parent.take();
             let parent = weak.as_ref().and_then(Weak::upgrade);
             req.cell.parent.set(weak);
-            if let Some(cell) = parent.and_then(|p| p.downcast::<ReqCell<PS, PT>>().ok()) {
-                callback(req, &Req { cell });
+            let Some(parent) = parent else {
+                return; // the parent is gone
+            };
+            match parent.downcast::<ReqCell<PS, PT>>() {
+                Ok(cell) => callback(req, &Req { cell }),
+                // Cannot happen: the parent is always set with its callback.
+                Err(_) => debug_assert!(false, "parent callback with a parent of another type"),
             }
-        });
+        };
+        drop(self.cell.callback.replace(Some(Box::new(dispatch))));
+        let weak: Weak<dyn Any> = Rc::downgrade(&parent.cell) as Weak<ReqCell<PS, PT>>;
+        drop(self.cell.parent.replace(Some(weak)));
     }
 
     /// The request's state (tevent's `tevent_req_data`).
@@ -948,6 +960,13 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
     }
 }
 
+/// Out of line: few callbacks replace a parent callback.
+#[cold]
+#[inline(never)]
+fn forget_parent(parent: Weak<dyn Any>) {
+    drop(parent);
+}
+
 /// Kept out of line: formatting a log record needs a large stack frame,
 /// which the hot paths would pay for on every call.
 #[cold]
@@ -993,4 +1012,20 @@ pub fn wakeup_recv(req: &Req<(), ()>) -> bool {
     let woke = req.status() == ReqState::TimedOut;
     req.received();
     woke
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_parent_callback_releases_the_parent() {
+        let ctx = Context::new().unwrap();
+        let parent: Req<(), ()> = Req::new(&ctx, ());
+        let child: Req<(), ()> = Req::new(&ctx, ());
+        child.set_parent_callback(&parent, |_, _| {});
+        assert_eq!(Rc::weak_count(&parent.cell), 1);
+        child.set_callback(|_| {});
+        assert_eq!(Rc::weak_count(&parent.cell), 0, "not referenced any more");
+    }
 }
