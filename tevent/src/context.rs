@@ -74,7 +74,7 @@ impl Inner {
             }
         }
         for key in keys {
-            immediate::trace_scheduled(self, key, false);
+            immediate::trace_imported(self, key);
         }
     }
 }

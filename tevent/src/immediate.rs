@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 use slotmap::SlotMap;
 
 use crate::context::{Context, Inner};
+use crate::lazy_fifo;
 use crate::trace::{EventKind, EventTracePoint};
 
 slotmap::new_key_type! {
@@ -24,17 +25,31 @@ pub(crate) type ImmediateFn = dyn FnMut(&Context, &Immediate);
 /// run in FIFO order with the immediates, but kept in a queue of its own so
 /// that a post costs no table slot.
 pub(crate) trait PostTarget {
-    /// The number of the target's pending post (0 if none): an entry with
-    /// another number is stale.
-    fn pending_post(&self) -> u64;
-    /// Claim the post numbered `seq`: `false` if it was cancelled or
-    /// replaced by a later post since (the entry is then stale).
-    fn claim_post(&self, seq: u64) -> bool;
+    /// Where the target keeps the number of its pending post (0 if none):
+    /// a queue entry with another number is stale.
+    fn post_seq(&self) -> &Cell<u64>;
     /// Run the claimed post.
     fn run_post(self: Rc<Self>, ctx: &Context);
     /// Where the target was created (the "immediate" its posts are traced
     /// as).
     fn post_created(&self) -> &'static Location<'static>;
+
+    /// Whether the entry numbered `seq` is the target's pending post.
+    #[inline]
+    fn is_pending(&self, seq: u64) -> bool {
+        self.post_seq().get() == seq
+    }
+
+    /// Claim the post numbered `seq`: `false` if it was cancelled or
+    /// replaced by a later post since (the entry is then stale).
+    #[inline]
+    fn claim_post(&self, seq: u64) -> bool {
+        let pending = self.is_pending(seq);
+        if pending {
+            self.post_seq().set(0);
+        }
+        pending
+    }
 }
 
 /// Post `target` (replacing its pending post, whose number `seq` holds;
@@ -157,17 +172,6 @@ fn cancel_pending_post(ctx: &Weak<Inner>, seq: &Cell<u64>, created: &'static Loc
     }
 }
 
-/// Claim the post numbered `number` for a target whose pending post number
-/// `seq` holds (see [`PostTarget::claim_post`]).
-#[inline]
-pub(crate) fn claim_target_post(seq: &Cell<u64>, number: u64) -> bool {
-    if seq.get() != number {
-        return false;
-    }
-    seq.set(0);
-    true
-}
-
 /// Report a post's trace point (its tag is not kept).
 #[cold]
 pub(crate) fn trace_post(
@@ -180,14 +184,20 @@ pub(crate) fn trace_post(
         .event_point(EventKind::Immediate, 0, created, point);
 }
 
-/// A post queue emptied with more room than this gives it back.
-pub(crate) const SHRINK_ABOVE: usize = 4096;
-
 /// One entry of the post queue. Cancelling a post leaves its entry in place
 /// (stale, skipped when reached) instead of searching the queue.
 struct Post {
     seq: u64,
     target: Weak<dyn PostTarget>,
+}
+
+impl Post {
+    /// The target, if this entry is still its pending post. Upgrading
+    /// succeeds only while a handle exists elsewhere, so dropping the `Rc`
+    /// returned never frees the target (nor runs user code).
+    fn live_target(&self) -> Option<Rc<dyn PostTarget>> {
+        self.target.upgrade().filter(|t| t.is_pending(self.seq))
+    }
 }
 
 pub(crate) enum ImmHandler {
@@ -227,12 +237,8 @@ impl Detached {
     /// attached.
     pub(crate) fn trace_detach(&self, inner: &Inner) {
         self.slots.iter().for_each(|s| s.trace_detach(inner));
-        for post in &self.posts {
-            if let Some(target) = post.target.upgrade() {
-                if target.pending_post() == post.seq {
-                    trace_post(inner, target.post_created(), EventTracePoint::Detach);
-                }
-            }
+        for target in self.posts.iter().filter_map(Post::live_target) {
+            trace_post(inner, target.post_created(), EventTracePoint::Detach);
         }
     }
 }
@@ -277,20 +283,6 @@ impl Default for ImmediateQueue {
 }
 
 impl ImmediateQueue {
-    /// Give back the memory of a burst of posts once they all ran (called
-    /// when the FIFO is found empty).
-    #[inline]
-    pub(crate) fn trim(&mut self) {
-        if self.posts.capacity() > SHRINK_ABOVE && self.posts.is_empty() {
-            self.shrink_posts();
-        }
-    }
-
-    #[cold]
-    fn shrink_posts(&mut self) {
-        self.posts.shrink_to(SHRINK_ABOVE / 16);
-    }
-
     /// Immediates and posts waiting to run.
     pub(crate) fn scheduled_count(&self) -> usize {
         self.scheduled + self.live_posts
@@ -343,7 +335,7 @@ impl ImmediateQueue {
         if !replaced {
             self.live_posts += 1;
         }
-        if self.posts.len() > 2 * self.live_posts + 32 {
+        if lazy_fifo::mostly_stale(self.posts.len(), self.live_posts) {
             self.drop_stale_posts();
         }
         self.posts.push_back(Post { seq, target });
@@ -355,13 +347,7 @@ impl ImmediateQueue {
     /// tail on every add, while the loop does not run).
     #[cold]
     fn drop_stale_posts(&mut self) {
-        // Upgrading succeeds only while a handle exists elsewhere, so no
-        // target is freed (and no user code runs) here.
-        self.posts.retain(|p| {
-            p.target
-                .upgrade()
-                .is_some_and(|t| t.pending_post() == p.seq)
-        });
+        self.posts.retain(|p| p.live_target().is_some());
     }
 
     /// Cancel the post numbered `seq` that has not run yet (its entry goes
@@ -696,12 +682,9 @@ impl ImmSlotBox {
     }
 }
 
-/// After a job import: the immediate's trace points.
-pub(crate) fn trace_scheduled(inner: &Inner, key: ImmKey, was_attached: bool) {
+/// After a job import: the new immediate's `Attach`.
+pub(crate) fn trace_imported(inner: &Inner, key: ImmKey) {
     if inner.tracer.events_on() {
-        if was_attached {
-            trace(inner, key, EventTracePoint::Detach);
-        }
         trace(inner, key, EventTracePoint::Attach);
     }
 }
@@ -745,7 +728,8 @@ fn next(q: &mut ImmediateQueue) -> Next {
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => {
-                q.trim();
+                // A burst of posts ran: give its memory back.
+                lazy_fifo::release_if_empty(&mut q.posts);
                 return Next::Empty;
             }
         };

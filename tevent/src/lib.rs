@@ -86,6 +86,7 @@ mod fd;
 mod flags;
 pub mod guide;
 mod immediate;
+mod lazy_fifo;
 mod queue;
 mod req;
 mod signal;

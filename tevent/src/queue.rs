@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 
 use crate::context::{Context, Inner};
 use crate::immediate::{self, PostTarget};
+use crate::lazy_fifo;
 use crate::req::{Req, ReqCell};
 use crate::trace::{EventKind, EventTracePoint};
 use crate::Error;
@@ -128,7 +129,7 @@ impl Entries {
         if index > 0 {
             entry.live = false;
             entry.req = Weak::<Tombstone>::new();
-            if self.fifo.len() > 2 * self.live + 32 {
+            if lazy_fifo::mostly_stale(self.fifo.len(), self.live) {
                 self.fifo.retain(|e| e.live);
             }
             return Some(gone);
@@ -137,10 +138,7 @@ impl Entries {
         while self.fifo.front().is_some_and(|e| !e.live) {
             self.fifo.pop_front();
         }
-        if self.fifo.is_empty() && self.fifo.capacity() > immediate::SHRINK_ABOVE {
-            // After a burst: give the memory back.
-            self.fifo.shrink_to(immediate::SHRINK_ABOVE / 16);
-        }
+        lazy_fifo::release_if_empty(&mut self.fifo);
         Some(gone)
     }
 
@@ -249,25 +247,16 @@ impl QueueInner {
     #[inline]
     fn trace_gone(&self, tag: u64, created: &'static Location<'static>) {
         if let Some(inner) = self.ctx.upgrade() {
-            if inner.tracer.events_on() {
-                inner.tracer.event_point(
-                    EventKind::QueueEntry,
-                    tag,
-                    created,
-                    EventTracePoint::Detach,
-                );
-            }
+            inner
+                .tracer
+                .report_gone(EventKind::QueueEntry, tag, created);
         }
     }
 }
 
 impl PostTarget for QueueInner {
-    fn pending_post(&self) -> u64 {
-        self.post_seq.get()
-    }
-
-    fn claim_post(&self, seq: u64) -> bool {
-        immediate::claim_target_post(&self.post_seq, seq)
+    fn post_seq(&self) -> &Cell<u64> {
+        &self.post_seq
     }
 
     fn run_post(self: Rc<Self>, ctx: &Context) {

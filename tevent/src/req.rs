@@ -827,13 +827,8 @@ impl<S: 'static, T: 'static> Req<S, T> {
 }
 
 impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
-    fn pending_post(&self) -> u64 {
-        self.post_seq.get()
-    }
-
-    #[inline]
-    fn claim_post(&self, seq: u64) -> bool {
-        immediate::claim_target_post(&self.post_seq, seq)
+    fn post_seq(&self) -> &Cell<u64> {
+        &self.post_seq
     }
 
     fn run_post(self: Rc<Self>, ctx: &Context) {
