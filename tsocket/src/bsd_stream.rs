@@ -60,7 +60,8 @@ use socket2::{Domain, Socket, Type};
 use tevent::{Context, FdEvent, FdFlags, Req};
 
 use crate::stream::{
-    DisconnectReq, MonitorReq, ReadvReq, Stream, StreamOps, WeakStreamReq, WritevReq, WritevResult,
+    DisconnectReq, MonitorReq, ReadvReq, Stream, StreamOps, StreamReq, WeakStreamReq, WritevReq,
+    WritevResult,
 };
 use crate::Error;
 
@@ -166,10 +167,8 @@ struct BsdInner {
     reader: RefCell<Option<Reader>>,
     /// The outstanding write, if any (the same).
     writer: RefCell<Option<Writer>>,
-    /// The monitor's request, if one was started.
+    /// The monitor's request, while one watches (it keeps `ERROR` armed).
     monitor: RefCell<Option<WeakStreamReq<()>>>,
-    /// A monitor was started and not failed yet (it keeps `ERROR` armed).
-    monitored: Cell<bool>,
     /// Try reads at once in `readv_send` (tsocket's `optimize_readv`).
     optimize_readv: Cell<bool>,
     /// Report an error at once instead of draining buffered data first.
@@ -365,6 +364,24 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
 
+/// The request of the operation recorded in `slot` (a reader, a writer,
+/// the monitor), if it is alive and in progress; a dead record is dropped,
+/// with the state it holds.
+fn live_op<X, T: 'static>(
+    slot: &RefCell<Option<X>>,
+    req: impl FnOnce(&X) -> &WeakStreamReq<T>,
+) -> Option<StreamReq<T>> {
+    let live = slot.borrow().as_ref().and_then(|x| req(x).upgrade());
+    match live {
+        Some(r) if r.is_in_progress() => Some(r),
+        _ => {
+            let dead = slot.take();
+            drop(dead);
+            None
+        }
+    }
+}
+
 impl BsdInner {
     fn new(fd: OwnedFd, is_socket: bool) -> BsdInner {
         let raw = fd.as_raw_fd();
@@ -378,7 +395,6 @@ impl BsdInner {
             reader: RefCell::new(None),
             writer: RefCell::new(None),
             monitor: RefCell::new(None),
-            monitored: Cell::new(false),
             optimize_readv: Cell::new(false),
             fail_readv_first_error: Cell::new(false),
             ahead: RefCell::new(ReadAhead::default()),
@@ -413,29 +429,22 @@ impl BsdInner {
     /// The reader's request, if it is alive and in progress; a dead
     /// reader's state (and buffer) is dropped.
     fn live_reader(&self) -> Option<ReadvReq> {
-        let req = self.reader.borrow().as_ref().and_then(|r| r.req.upgrade());
-        match req {
-            Some(req) if req.is_in_progress() => Some(req),
-            _ => {
-                let dead = self.reader.take();
-                drop(dead);
-                None
-            }
-        }
+        live_op(&self.reader, |r| &r.req)
     }
 
-    /// The writer's request, if it is alive and in progress (as
-    /// [`live_reader`](BsdInner::live_reader)).
+    /// The writer's request (as [`live_reader`](BsdInner::live_reader)).
     fn live_writer(&self) -> Option<WritevReq> {
-        let req = self.writer.borrow().as_ref().and_then(|w| w.req.upgrade());
-        match req {
-            Some(req) if req.is_in_progress() => Some(req),
-            _ => {
-                let dead = self.writer.take();
-                drop(dead);
-                None
-            }
-        }
+        live_op(&self.writer, |w| &w.req)
+    }
+
+    /// The monitor's request (as [`live_reader`](BsdInner::live_reader)).
+    fn live_monitor(&self) -> Option<MonitorReq> {
+        live_op(&self.monitor, |m| m)
+    }
+
+    /// Whether a monitor watches (or watched and was not found dead yet).
+    fn monitoring(&self) -> bool {
+        self.monitor.try_borrow().is_ok_and(|m| m.is_some())
     }
 
     /// Make sure the fd event exists on `ctx`.
@@ -501,7 +510,7 @@ impl BsdInner {
     /// Clear `flags`, except `ERROR` while a monitor watches.
     fn remove_flags(&self, flags: FdFlags) {
         let mut keep = self.armed.get() & !flags;
-        if self.monitored.get() {
+        if self.monitoring() {
             keep |= FdFlags::ERROR;
         }
         let _ = self.set_flags(keep);
@@ -517,36 +526,10 @@ impl BsdInner {
         errno
     }
 
-    /// The monitor's request, if it is alive and in progress (a dead one is
-    /// forgotten).
-    fn live_monitor(&self) -> Option<MonitorReq> {
-        if !self.monitored.get() {
-            return None;
-        }
-        let req = self.monitor.borrow().as_ref().and_then(|w| w.upgrade());
-        match req {
-            Some(req) if req.is_in_progress() => Some(req),
-            _ => {
-                self.stop_monitor();
-                None
-            }
-        }
-    }
-
-    fn stop_monitor(&self) {
-        self.monitored.set(false);
-        let old = self.monitor.take();
-        drop(old);
-    }
-
     /// Fail the monitor, if one watches, with `errno`; its callback runs
     /// from the loop (this is called from inside other operations).
     fn fail_monitor(&self, errno: i32) {
-        if !self.monitored.get() {
-            return;
-        }
         let weak = self.monitor.take();
-        self.monitored.set(false);
         if let Some(req) = weak.and_then(|w| w.upgrade()) {
             if req.is_in_progress() {
                 log::debug!("bsd stream fd {}: monitor fails: {errno}", self.raw.get());
@@ -1131,7 +1114,7 @@ impl StreamOps for BsdStream {
         drop(inner.reader.take());
         drop(inner.writer.take());
         // The generic layer fails the monitor with ECONNABORTED.
-        inner.stop_monitor();
+        drop(inner.monitor.take());
         inner.raw.set(-1);
         let raw = fd.into_raw_fd();
         // SAFETY: `raw` came from the OwnedFd just released, so this closes
@@ -1161,7 +1144,6 @@ impl StreamOps for BsdStream {
         }
         let old = inner.monitor.replace(Some(req.downgrade()));
         drop(old);
-        inner.monitored.set(true);
         req
     }
 }
