@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{self, Backend};
 use crate::fd::{self, FdEvent, FdTable};
 use crate::immediate::{self, Immediate, ImmediateQueue};
+use crate::req_pool::ReqPool;
 use crate::signal::{self, SignalEvent, SignalFlags, SignalInfo, SignalTable};
 use crate::thread::{self, Shared, ThreadHandle};
 use crate::timer::{self, Deadline, Timer, TimerHandler, TimerQueue, TimerStep};
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) immediates: RefCell<ImmediateQueue>,
     pub(crate) signals: RefCell<SignalTable>,
     pub(crate) tracer: Tracer,
+    /// Emptied request storage for the next requests (see `req_pool`).
+    pub(crate) req_pool: ReqPool,
     shared: RefCell<Arc<Shared>>,
     /// Whether the next batch of thread jobs may be imported (set after
     /// each wait for fds, see `thread::IMPORT_BATCH`).
@@ -278,6 +281,7 @@ impl Context {
                 immediates: RefCell::new(ImmediateQueue::default()),
                 signals: RefCell::new(SignalTable::default()),
                 tracer: Tracer::default(),
+                req_pool: ReqPool::default(),
                 shared: RefCell::new(shared),
                 may_import_jobs: Cell::new(true),
                 nesting: Cell::new(0),

@@ -89,6 +89,7 @@ mod immediate;
 mod lazy_fifo;
 mod queue;
 mod req;
+mod req_pool;
 mod signal;
 mod thread;
 mod timer;

@@ -10,6 +10,7 @@ use std::rc::{Rc, Weak};
 use crate::context::{Context, Inner};
 use crate::immediate::{self, PostTarget};
 use crate::queue::{self, QueueLink, QueueMember};
+use crate::req_pool;
 use crate::timer::{Deadline, Timer, TimerHandler, TimerTarget};
 use crate::Error;
 
@@ -117,12 +118,12 @@ type PrintFn<S, T> = Box<dyn Fn(&Req<S, T>, &mut fmt::Formatter<'_>) -> fmt::Res
 
 type Rare<S, T> = Box<RareHooks<S, T>>;
 
-struct RareHooks<S, T> {
+struct RareHooks<S: 'static, T: 'static> {
     cancel_fn: Option<CancelFn<S, T>>,
     print_fn: Option<PrintFn<S, T>>,
 }
 
-pub(crate) struct ReqCell<S, T> {
+pub(crate) struct ReqCell<S: 'static, T: 'static> {
     ctx: Weak<Inner>,
     status: Cell<ReqState>,
     error_code: Cell<u64>,
@@ -190,9 +191,16 @@ pub(crate) struct ReqCell<S, T> {
 /// not `Clone`; [`downgrade`](Req::downgrade) gives a [`WeakReq`] for
 /// callbacks that must reach a parent request without owning it.
 ///
-/// A request costs one heap allocation (its storage); callbacks, cleanup
-/// functions and queue triggers that capture nothing are stored without
-/// allocating, and a post allocates nothing. The rarely used cancel and
+/// A request costs at most one heap allocation (its storage), and usually
+/// none: when the last handle of a request goes and nothing else refers to
+/// it (no [`WeakReq`], no end time, no pending post, no sub-request naming
+/// it as parent), its contents are dropped at once, as a free would, and
+/// the context keeps the emptied storage for the next request of the same
+/// `S` and `T` (a few dozen at most, storage over 1 KiB is freed), so a
+/// program that runs requests one after another allocates nothing per
+/// request in steady state. Callbacks, cleanup functions and queue
+/// triggers that capture nothing are stored without allocating, and a post
+/// allocates nothing. The rarely used cancel and
 /// print functions take one more allocation, made when the first of them
 /// is set.
 ///
@@ -274,25 +282,27 @@ pub(crate) struct ReqCell<S, T> {
 /// assert_eq!(add_recv(&req), Ok(5));
 /// # Ok::<(), tevent::Error>(())
 /// ```
-pub struct Req<S, T> {
-    cell: Rc<ReqCell<S, T>>,
+pub struct Req<S: 'static, T: 'static> {
+    /// Dropped by hand in `Drop` (which may keep the storage for the next
+    /// request instead).
+    cell: ManuallyDrop<Rc<ReqCell<S, T>>>,
 }
 
 /// A reference to a [`Req`] that does not keep it alive (for callbacks of
 /// sub-requests that must reach their parent).
-pub struct WeakReq<S, T> {
+pub struct WeakReq<S: 'static, T: 'static> {
     cell: Weak<ReqCell<S, T>>,
 }
 
-impl<S, T> WeakReq<S, T> {
+impl<S: 'static, T: 'static> WeakReq<S, T> {
     /// The request, if it still exists. The returned handle keeps it alive
     /// while held; drop it when done.
     pub fn upgrade(&self) -> Option<Req<S, T>> {
-        self.cell.upgrade().map(|cell| Req { cell })
+        self.cell.upgrade().map(Req::from_cell)
     }
 }
 
-impl<S, T> Clone for WeakReq<S, T> {
+impl<S: 'static, T: 'static> Clone for WeakReq<S, T> {
     fn clone(&self) -> Self {
         WeakReq {
             cell: self.cell.clone(),
@@ -300,7 +310,7 @@ impl<S, T> Clone for WeakReq<S, T> {
     }
 }
 
-impl<S, T> fmt::Debug for WeakReq<S, T> {
+impl<S: 'static, T: 'static> fmt::Debug for WeakReq<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakReq")
             .field("alive", &(self.cell.strong_count() > 0))
@@ -314,6 +324,12 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// [`Debug`](fmt::Debug).
     #[track_caller]
     pub fn new(ctx: &Context, state: S) -> Req<S, T> {
+        if let Some(mut cell) = ctx.inner().req_pool.take::<ReqCell<S, T>>() {
+            if let Some(storage) = Rc::get_mut(&mut cell) {
+                storage.reuse(state, Location::caller());
+                return Req::from_cell(cell);
+            }
+        }
         let cell = Rc::new(ReqCell {
             ctx: Rc::downgrade(ctx.inner()),
             status: Cell::new(ReqState::InProgress),
@@ -336,7 +352,14 @@ impl<S: 'static, T: 'static> Req<S, T> {
             created: Location::caller(),
             finished: Cell::new(None),
         });
-        Req { cell }
+        Req::from_cell(cell)
+    }
+
+    #[inline]
+    fn from_cell(cell: Rc<ReqCell<S, T>>) -> Req<S, T> {
+        Req {
+            cell: ManuallyDrop::new(cell),
+        }
     }
 
     /// A weak reference to this request.
@@ -412,7 +435,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 return; // the parent is gone
             };
             match parent.downcast::<ReqCell<PS, PT>>() {
-                Ok(cell) => callback(req, &Req { cell }),
+                Ok(cell) => callback(req, &Req::from_cell(cell)),
                 // Cannot happen: the parent is always set with its callback.
                 Err(_) => debug_assert!(false, "parent callback with a parent of another type"),
             }
@@ -611,12 +634,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         if let Some(callback) = self.cell.callback.take() {
             // The callback may drop every other handle of this request:
             // this one keeps it alive until the callback has returned.
-            Self::run_callback(
-                Req {
-                    cell: self.cell.clone(),
-                },
-                callback,
-            );
+            Self::run_callback(Req::from_cell(Rc::clone(&self.cell)), callback);
         }
     }
 
@@ -836,10 +854,10 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
         // function does not run again, the callback does.
         let inner = ctx.inner();
         if !inner.tracer.events_on() {
-            Req { cell: self }.notify_owned();
+            Req::from_cell(self).notify_owned();
             return;
         }
-        let req = Req { cell: self };
+        let req = Req::from_cell(self);
         immediate::run_traced_post(inner, &req.cell.post_seq, req.cell.created, || {
             req.notify_callback()
         });
@@ -852,7 +870,7 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
 
 impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
     fn expired(self: Rc<Self>, _ctx: &Context) {
-        let req = Req { cell: self };
+        let req = Req::from_cell(self);
         if req.is_in_progress() {
             req.finish(ReqState::TimedOut, req.cell.created);
         }
@@ -864,14 +882,14 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
         let Some(mut trigger) = self.queue_trigger.take() else {
             return;
         };
-        let req = Req { cell: self };
+        let req = Req::from_cell(self);
         trigger(&req);
         let replaced = req.cell.queue_trigger.take();
         req.cell.queue_trigger.set(replaced.or(Some(trigger)));
     }
 }
 
-impl<S, T> ReqCell<S, T> {
+impl<S: 'static, T: 'static> ReqCell<S, T> {
     /// Work on the rare hooks (created on first use). `f` must not run user
     /// code: the hooks are out of the cell meanwhile.
     fn with_rare<R>(&self, f: impl FnOnce(&mut RareHooks<S, T>) -> R) -> R {
@@ -899,8 +917,105 @@ impl<S, T> ReqCell<S, T> {
     }
 }
 
-impl<S, T> Drop for ReqCell<S, T> {
+impl<S: 'static, T: 'static> Drop for Req<S, T> {
+    #[inline]
     fn drop(&mut self) {
+        // SAFETY: `self.cell` is not used again: this is the handle's drop.
+        let cell = unsafe { ManuallyDrop::take(&mut self.cell) };
+        // Only the last reference: no other handle, no `WeakReq`, no post
+        // entry, no end time and no sub-request can see the storage being
+        // reused.
+        if size_of::<ReqCell<S, T>>() <= req_pool::MAX_CELL_BYTES
+            && Rc::strong_count(&cell) == 1
+            && Rc::weak_count(&cell) == 0
+        {
+            Self::recycle(cell);
+        }
+    }
+}
+
+impl<S: 'static, T: 'static> Req<S, T> {
+    /// Empty the storage of a request being freed and give it to its
+    /// context's pool (or free it, when the pool is full or the context
+    /// gone).
+    #[inline(never)]
+    fn recycle(mut cell: Rc<ReqCell<S, T>>) {
+        let Some(storage) = Rc::get_mut(&mut cell) else {
+            return;
+        };
+        let Some(inner) = storage.ctx.upgrade() else {
+            return;
+        };
+        if !inner.req_pool.has_room() {
+            return;
+        }
+        // Everything a free would drop is dropped now (user code may run:
+        // cleanup functions, the state's and callbacks' drops).
+        storage.release();
+        inner.req_pool.give(cell);
+    }
+}
+
+impl<S: 'static, T: 'static> ReqCell<S, T> {
+    /// Free the request's contents, as dropping the storage would, and
+    /// leave it as a new cell's before [`reuse`](ReqCell::reuse).
+    fn release(&mut self) {
+        self.teardown();
+        // Named one by one (no `..`), so that a new field cannot be
+        // forgotten here; dropped in declaration order, as a free would.
+        let ReqCell {
+            ctx: _,
+            status: _,
+            error_code: _,
+            state,
+            result,
+            callback,
+            post_seq: _,
+            defer: _,
+            endtime,
+            cleanup_fn,
+            cleanup_state: _,
+            cleanup_running: _,
+            has_cleanup: _,
+            cleanup_again: _,
+            rare: _, // emptied by `teardown`
+            parent,
+            queue_trigger,
+            queue_link,
+            created: _,
+            finished: _,
+        } = self;
+        drop(state.get_mut().take());
+        drop(result.take());
+        drop(callback.take());
+        drop(endtime.take());
+        drop(cleanup_fn.take());
+        drop(parent.take());
+        drop(queue_trigger.take());
+        drop(queue_link.get_mut().take());
+    }
+
+    /// Make released storage a new request in progress.
+    #[inline]
+    fn reuse(&mut self, state: S, created: &'static Location<'static>) {
+        debug_assert!(self.callback.get_mut().is_none() && self.endtime.get_mut().is_none());
+        *self.state.get_mut() = Some(state);
+        self.status.set(ReqState::InProgress);
+        self.error_code.set(0);
+        self.post_seq.set(0);
+        self.defer.set(false);
+        self.cleanup_state.set(ReqState::InProgress);
+        self.cleanup_running.set(false);
+        self.has_cleanup.set(false);
+        self.cleanup_again.set(None);
+        self.created = created;
+        self.finished.set(None);
+    }
+
+    /// What freeing a request does before its fields are dropped: its
+    /// pending post and queue place go, and a request that was not
+    /// received gets its cleanup function called with `Received`.
+    fn teardown(&mut self) {
         if let Some(rare) = self.rare.take() {
             drop(rare);
         }
@@ -922,6 +1037,12 @@ impl<S, T> Drop for ReqCell<S, T> {
             }
         }
         self.status.set(ReqState::Received);
+    }
+}
+
+impl<S: 'static, T: 'static> Drop for ReqCell<S, T> {
+    fn drop(&mut self) {
+        self.teardown();
     }
 }
 

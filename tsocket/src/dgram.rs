@@ -415,7 +415,7 @@ impl fmt::Debug for Dgram {
 /// The state of a request made by [`recvfrom_send`], [`sendto_send`] or
 /// [`disconnect_send`] (opaque): the transport, the slot it holds, and the
 /// transport's sub-request.
-pub struct OpState<T> {
+pub struct OpState<T: 'static> {
     dgram: Dgram,
     slot: Slot,
     /// Held from `_send` until the request finishes or is dropped.
@@ -424,7 +424,7 @@ pub struct OpState<T> {
     subreq: Option<DgramReq<T>>,
 }
 
-impl<T> fmt::Debug for OpState<T> {
+impl<T: 'static> fmt::Debug for OpState<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpState")
             .field("op", &self.slot.op())

@@ -866,7 +866,7 @@ pub fn readv_pdu_recv<N: NextVector + 'static>(
 }
 
 /// The state of a [`readv_pdu_queue_send`] request (opaque).
-pub struct ReadvPduQueueState<N> {
+pub struct ReadvPduQueueState<N: 'static> {
     stream: Stream,
     /// The buffer and callback, until the request's turn comes.
     pending: Option<(Vec<u8>, N)>,
@@ -874,7 +874,7 @@ pub struct ReadvPduQueueState<N> {
     entry: Option<QueueEntry>,
 }
 
-impl<N> fmt::Debug for ReadvPduQueueState<N> {
+impl<N: 'static> fmt::Debug for ReadvPduQueueState<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadvPduQueueState")
             .field("stream", &self.stream)

@@ -1,0 +1,266 @@
+//! Recycled request storage.
+//!
+//! A request's storage is one heap allocation. When the last handle of a
+//! request goes and nothing else refers to its storage (no [`WeakReq`], no
+//! pending post, no sub-request naming it as parent), the storage is
+//! emptied (the state, result, callbacks and timers are dropped exactly as
+//! they would be when freed) and kept by the context, so that the next
+//! [`Req::new`] of the same state and result types on that context takes it
+//! instead of allocating. A program that runs requests one after another (a
+//! client loop, a PDU reader) therefore allocates nothing per request in
+//! steady state.
+//!
+//! The pool is small and bounded: at most [`MAX_CELLS`] entries, each at
+//! most [`MAX_CELL_BYTES`] bytes (larger storage is freed as usual), and
+//! only the newest few entries are searched for a matching type, so a take
+//! or a give costs a handful of instructions. Pooled storage is freed with
+//! its context.
+//!
+//! [`WeakReq`]: crate::WeakReq
+//! [`Req::new`]: crate::Req::new
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// How many emptied request cells a context keeps.
+pub(crate) const MAX_CELLS: usize = 32;
+
+/// Request cells larger than this are not kept (a state with a large inline
+/// buffer would otherwise pin its memory).
+pub(crate) const MAX_CELL_BYTES: usize = 1024;
+
+/// How many of the newest entries a take looks at for a matching type.
+const SEARCH_DEPTH: usize = 4;
+
+/// A context's emptied request cells, newest last.
+#[derive(Default)]
+pub(crate) struct ReqPool {
+    cells: RefCell<Vec<Pooled>>,
+}
+
+/// An emptied cell and its type (kept beside it, so that a search reads a
+/// field instead of calling through the vtable).
+struct Pooled {
+    type_id: TypeId,
+    cell: Rc<dyn Any>,
+}
+
+impl ReqPool {
+    /// An emptied cell of type `C`, if one of the newest entries is one.
+    /// The returned `Rc` is the only reference to its cell.
+    #[inline]
+    pub(crate) fn take<C: Any>(&self) -> Option<Rc<C>> {
+        let mut cells = self.cells.try_borrow_mut().ok()?;
+        let len = cells.len();
+        let found = (len.saturating_sub(SEARCH_DEPTH)..len)
+            .rev()
+            .find(|&i| cells[i].type_id == TypeId::of::<C>())?;
+        let pooled = cells.swap_remove(found);
+        let raw = Rc::into_raw(pooled.cell).cast::<C>();
+        // SAFETY: the entry's `type_id` is the type its cell was given as
+        // (`give`), so the allocation holds a `C`; `raw` comes from
+        // `Rc::into_raw` of that allocation.
+        Some(unsafe { Rc::from_raw(raw) })
+    }
+
+    /// Whether a cell given now would be kept.
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        self.cells
+            .try_borrow()
+            .is_ok_and(|cells| cells.len() < MAX_CELLS)
+    }
+
+    /// Keep an emptied cell, or free it when the pool is full (or in use).
+    #[inline]
+    pub(crate) fn give<C: Any>(&self, cell: Rc<C>) {
+        let Ok(mut cells) = self.cells.try_borrow_mut() else {
+            return;
+        };
+        if cells.len() < MAX_CELLS {
+            if cells.capacity() == 0 {
+                cells.reserve_exact(MAX_CELLS);
+            }
+            cells.push(Pooled {
+                type_id: TypeId::of::<C>(),
+                cell,
+            });
+        }
+    }
+
+    /// How many cells are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.cells.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::{MAX_CELLS, MAX_CELL_BYTES};
+    use crate::{Context, Deadline, Req, ReqError, ReqState};
+
+    fn pooled(ctx: &Context) -> usize {
+        ctx.inner().req_pool.len()
+    }
+
+    /// Counts its drops.
+    struct Tracked(Rc<Cell<u32>>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn received_request_storage_is_reused_by_the_next_request() {
+        let ctx = Context::new().unwrap();
+        let first: Req<u32, u32> = Req::new(&ctx, 1);
+        let storage = Rc::as_ptr(first.cell());
+        first.done(10);
+        assert_eq!(first.recv(), Ok(10));
+        drop(first);
+        assert_eq!(pooled(&ctx), 1);
+
+        let second: Req<u32, u32> = Req::new(&ctx, 2);
+        assert_eq!(pooled(&ctx), 0);
+        assert_eq!(Rc::as_ptr(second.cell()), storage, "same storage");
+        // Nothing of the first request shows through.
+        assert!(second.is_in_progress());
+        assert_eq!(second.status(), ReqState::InProgress);
+        assert_eq!(second.is_error(), Some(ReqError::InProgress));
+        assert_eq!(*second.state(), 2);
+        assert!(!second.has_callback());
+        assert!(!second.cancel(), "no cancel function");
+    }
+
+    #[test]
+    fn dropping_frees_contents_at_once_and_runs_cleanup_once() {
+        let ctx = Context::new().unwrap();
+        let state_drops = Rc::new(Cell::new(0));
+        let callback_drops = Rc::new(Cell::new(0));
+        let cleanups = Rc::new(Cell::new(Vec::new()));
+        let req: Req<Tracked, ()> = Req::new(&ctx, Tracked(state_drops.clone()));
+        let captured = Tracked(callback_drops.clone());
+        req.set_callback(move |_| {
+            let _ = &captured;
+            panic!("a dropped request's callback must not run");
+        });
+        let seen = cleanups.clone();
+        req.set_cleanup_fn(move |_, state| {
+            let mut v = seen.take();
+            v.push(state);
+            seen.set(v);
+        });
+        drop(req);
+        assert_eq!(pooled(&ctx), 1);
+        assert_eq!(state_drops.get(), 1, "state dropped with the last handle");
+        assert_eq!(
+            callback_drops.get(),
+            1,
+            "callback dropped with the last handle"
+        );
+        assert_eq!(cleanups.take(), vec![ReqState::Received]);
+
+        let next: Req<Tracked, ()> = Req::new(&ctx, Tracked(state_drops.clone()));
+        assert_eq!(pooled(&ctx), 0);
+        assert!(next.done(()));
+        assert_eq!(
+            cleanups.take(),
+            Vec::new(),
+            "the old cleanup function is gone"
+        );
+        drop(next);
+        assert_eq!(state_drops.get(), 2);
+    }
+
+    #[test]
+    fn storage_someone_still_refers_to_is_not_reused() {
+        let ctx = Context::new().unwrap();
+        let req: Req<u32, ()> = Req::new(&ctx, 1);
+        let weak = req.downgrade();
+        drop(req);
+        assert_eq!(pooled(&ctx), 0, "a WeakReq still names it");
+        assert!(weak.upgrade().is_none());
+
+        // A parent named by a live sub-request.
+        let parent: Req<u32, ()> = Req::new(&ctx, 1);
+        let child: Req<(), ()> = Req::new(&ctx, ());
+        child.set_parent_callback(&parent, |_, _| {});
+        drop(parent);
+        assert_eq!(pooled(&ctx), 0, "the sub-request still names its parent");
+        drop(child);
+        assert_eq!(pooled(&ctx), 1, "the sub-request itself");
+    }
+
+    #[test]
+    fn a_request_of_other_types_allocates_its_own() {
+        let ctx = Context::new().unwrap();
+        drop(Req::<u32, ()>::new(&ctx, 1));
+        assert_eq!(pooled(&ctx), 1);
+        let other: Req<u64, ()> = Req::new(&ctx, 2);
+        assert_eq!(pooled(&ctx), 1, "the u32 request's storage stays");
+        drop(other);
+        assert_eq!(pooled(&ctx), 2);
+        let again: Req<u32, ()> = Req::new(&ctx, 3);
+        assert_eq!(pooled(&ctx), 1);
+        assert_eq!(*again.state(), 3);
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let ctx = Context::new().unwrap();
+        let reqs: Vec<Req<u32, ()>> = (0..MAX_CELLS as u32 + 10)
+            .map(|i| Req::new(&ctx, i))
+            .collect();
+        drop(reqs);
+        assert_eq!(pooled(&ctx), MAX_CELLS);
+
+        let big: Req<[u8; MAX_CELL_BYTES], ()> = Req::new(&ctx, [0; MAX_CELL_BYTES]);
+        drop(big);
+        assert_eq!(pooled(&ctx), MAX_CELLS, "large storage is freed");
+    }
+
+    #[test]
+    fn reused_storage_runs_a_whole_life_again() {
+        let ctx = Context::new().unwrap();
+        let calls = Rc::new(Cell::new(0));
+        for round in 0..3u32 {
+            let req: Req<u32, u32> = Req::new(&ctx, round);
+            assert_eq!(pooled(&ctx), 0, "round {round} reuses the storage");
+            req.done(round * 2);
+            let req = req.post();
+            let seen = calls.clone();
+            req.set_callback(move |req| {
+                assert_eq!(req.recv(), Ok(round * 2));
+                seen.set(seen.get() + 1);
+            });
+            for _ in 0..3 {
+                if calls.get() == round {
+                    ctx.loop_once().unwrap();
+                }
+            }
+            assert_eq!(calls.get(), round + 1);
+            assert_eq!(req.status(), ReqState::Received);
+        }
+        assert_eq!(pooled(&ctx), 1);
+        // One with an end time that was reset (its timer is gone), then a
+        // fresh one on the same storage that must not time out.
+        let req: Req<u32, u32> = Req::new(&ctx, 0);
+        req.set_endtime(Deadline::Asap);
+        req.reset_endtime();
+        drop(req);
+        assert_eq!(pooled(&ctx), 1, "no end time left to refer to it");
+        let req: Req<u32, u32> = Req::new(&ctx, 0);
+        assert_eq!(pooled(&ctx), 0);
+        let timer = ctx.add_timer(Deadline::Asap, |_, _, _| {});
+        ctx.loop_once().unwrap();
+        drop(timer);
+        assert!(req.is_in_progress());
+    }
+}
