@@ -22,7 +22,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ impl NextVector for Frame {
 /// One client connection.
 struct Conn {
     id: u64,
+    server: Weak<Server>,
     stream: Stream,
     queue: Queue,
     /// The frame being read.
@@ -113,6 +114,7 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
                 if let Some(ctx) = req.context() {
                     let conn = Rc::new(Conn {
                         id,
+                        server: Rc::downgrade(&server),
                         queue: Queue::new(&ctx, "echo writes"),
                         stream,
                         read: RefCell::new(None),
@@ -126,7 +128,7 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
                     // buffer-full rather than two per frame.
                     tsocket::bsd_read_ahead(&conn.stream, 64 * 1024);
                     server.conns.borrow_mut().insert(id, conn.clone());
-                    read_next(&ctx, &server, &conn);
+                    read_next(&ctx, &conn);
                     accept_next(&ctx, &server);
                 }
             }
@@ -156,38 +158,40 @@ fn accept_next(ctx: &Context, server: &Rc<Server>) {
     *server.accept.borrow_mut() = Some(req);
 }
 
-fn read_next(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+fn read_next(ctx: &Context, conn: &Rc<Conn>) {
     let mut buf = conn.spare.borrow_mut().pop().unwrap_or_default();
     buf.clear();
     let req = readv_pdu_send(ctx, &conn.stream, buf, Frame::default());
-    let (server_weak, conn_weak) = (Rc::downgrade(server), Rc::downgrade(conn));
-    req.set_callback(move |req| {
-        let (Some(server), Some(conn)) = (server_weak.upgrade(), conn_weak.upgrade()) else {
-            return;
-        };
-        match readv_pdu_recv(req) {
-            Ok((frame, _)) => {
-                let Some(ctx) = req.context() else { return };
-                write_frame(&ctx, &server, &conn, frame);
-                read_next(&ctx, &server, &conn);
-            }
-            // The peer finished sending: echo what it sent, then close.
-            Err(e) if e.errno() == libc::EPIPE => {
-                let Some(ctx) = req.context() else { return };
-                log::debug!("connection {}: end of input", conn.id);
-                conn.closing.set(true);
-                flush(&ctx, &server, &conn);
-                close_if_done(&server, &conn);
-            }
-            Err(e) => close(&server, &conn, &e),
-        }
-    });
+    req.set_callback_with(conn, read_done);
     // A read that could not finish from what was already received waits
     // for the socket: send the gathered echoes first.
     let waits = req.is_in_progress();
     *conn.read.borrow_mut() = Some(req);
     if waits {
-        flush(ctx, server, conn);
+        flush(ctx, conn);
+    }
+}
+
+/// A frame arrived (echo it and read the next), or the connection ended.
+fn read_done(req: &ReadvPduReq<Frame>, conn: &Rc<Conn>) {
+    let Some(server) = conn.server.upgrade() else {
+        return;
+    };
+    match readv_pdu_recv(req) {
+        Ok((frame, _)) => {
+            let Some(ctx) = req.context() else { return };
+            write_frame(&ctx, conn, frame);
+            read_next(&ctx, conn);
+        }
+        // The peer finished sending: echo what it sent, then close.
+        Err(e) if e.errno() == libc::EPIPE => {
+            let Some(ctx) = req.context() else { return };
+            log::debug!("connection {}: end of input", conn.id);
+            conn.closing.set(true);
+            flush(&ctx, conn);
+            close_if_done(&server, conn);
+        }
+        Err(e) => close(&server, conn, &e),
     }
 }
 
@@ -196,26 +200,26 @@ fn read_next(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
 /// `writev`, as soon as the reader has to wait for the socket (or the batch
 /// is full): a burst of frames costs one system call, and a client that
 /// waits for its echo before sending more is never kept waiting.
-fn write_frame(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>, frame: Vec<u8>) {
+fn write_frame(ctx: &Context, conn: &Rc<Conn>, frame: Vec<u8>) {
     let gathered = {
         let mut pending = conn.pending.borrow_mut();
         pending.push(frame);
         pending.len()
     };
     if gathered >= MAX_GATHER {
-        flush(ctx, server, conn);
+        flush(ctx, conn);
     }
 }
 
 /// Start writing the gathered echoes unless a write is outstanding (it
 /// takes them when it finishes).
-fn flush(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+fn flush(ctx: &Context, conn: &Rc<Conn>) {
     if conn.write.borrow().is_none() {
-        write_pending(ctx, server, conn);
+        write_pending(ctx, conn);
     }
 }
 
-fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
+fn write_pending(ctx: &Context, conn: &Rc<Conn>) {
     if conn.pending.borrow().is_empty() {
         return;
     }
@@ -223,28 +227,30 @@ fn write_pending(ctx: &Context, server: &Rc<Server>, conn: &Rc<Conn>) {
     let next = std::mem::take(&mut *conn.spare_list.borrow_mut());
     let frames = std::mem::replace(&mut *conn.pending.borrow_mut(), next);
     let req = writev_queue_send(ctx, &conn.stream, &conn.queue, frames);
-    let (server_weak, conn_weak) = (Rc::downgrade(server), Rc::downgrade(conn));
-    req.set_callback(move |req| {
-        let (Some(server), Some(conn)) = (server_weak.upgrade(), conn_weak.upgrade()) else {
-            return;
-        };
-        let result = writev_queue_recv_bufs(req);
-        // Received and dropped: the queue moves on.
-        let done = conn.write.borrow_mut().take();
-        drop(done);
-        match result {
-            Ok((_, mut bufs)) => {
-                conn.spare.borrow_mut().append(&mut bufs);
-                *conn.spare_list.borrow_mut() = bufs;
-                if let Some(ctx) = req.context() {
-                    write_pending(&ctx, &server, &conn);
-                }
-                close_if_done(&server, &conn);
-            }
-            Err(e) => close(&server, &conn, &e),
-        }
-    });
+    req.set_callback_with(conn, write_done);
     *conn.write.borrow_mut() = Some(req);
+}
+
+/// A batch of echoes is out: recycle its buffers and write the next.
+fn write_done(req: &WritevQueueReq, conn: &Rc<Conn>) {
+    let Some(server) = conn.server.upgrade() else {
+        return;
+    };
+    let result = writev_queue_recv_bufs(req);
+    // Received and dropped: the queue moves on.
+    let done = conn.write.borrow_mut().take();
+    drop(done);
+    match result {
+        Ok((_, mut bufs)) => {
+            conn.spare.borrow_mut().append(&mut bufs);
+            *conn.spare_list.borrow_mut() = bufs;
+            if let Some(ctx) = req.context() {
+                write_pending(&ctx, conn);
+            }
+            close_if_done(&server, conn);
+        }
+        Err(e) => close(&server, conn, &e),
+    }
 }
 
 /// Close a connection whose peer finished sending once its echoes are out.

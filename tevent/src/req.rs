@@ -147,9 +147,9 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     /// Emptied by hand in `Drop` (so that dropping an empty one is not a
     /// call), which is why it is never dropped as a field.
     rare: ManuallyDrop<Cell<Option<Rare<S, T>>>>,
-    /// The request a callback set with [`Req::set_parent_callback`] reports
-    /// to.
-    parent: Cell<Option<Weak<dyn Any>>>,
+    /// What a callback set with [`Req::set_callback_with`] (or
+    /// [`Req::set_parent_callback`]) is called with.
+    callback_data: Cell<Option<Weak<dyn Any>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
     created: &'static Location<'static>,
@@ -346,7 +346,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             has_cleanup: Cell::new(false),
             cleanup_again: Cell::new(None),
             rare: ManuallyDrop::new(Cell::new(None)),
-            parent: Cell::new(None),
+            callback_data: Cell::new(None),
             queue_trigger: Cell::new(None),
             queue_link: RefCell::new(None),
             created: Location::caller(),
@@ -378,9 +378,9 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// `tevent_req_set_callback`). It is also called by
     /// [`notify_callback`](Req::notify_callback) for progress notices.
     pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
-        // A parent set for an earlier callback is not needed any more.
-        if let Some(parent) = self.cell.parent.take() {
-            forget_parent(parent);
+        // Data set for an earlier callback is not needed any more.
+        if let Some(data) = self.cell.callback_data.take() {
+            forget_callback_data(data);
         }
         drop(self.cell.callback.replace(Some(Box::new(callback))));
     }
@@ -427,22 +427,85 @@ impl<S: 'static, T: 'static> Req<S, T> {
         PT: 'static,
         F: FnMut(&Req<S, T>, &Req<PS, PT>) + 'static,
     {
+        self.set_weak_callback(
+            Rc::downgrade(&parent.cell),
+            move |req, cell: Rc<ReqCell<PS, PT>>| callback(req, &Req::from_cell(cell)),
+        );
+    }
+
+    /// Set the callback with the data it works on, as C's
+    /// `tevent_req_set_callback(req, fn, private_data)`: `callback` runs
+    /// with this request and `data` when the request finishes (or sends a
+    /// progress notice), unless `data` is gone by then. The request holds
+    /// `data` weakly, so a connection or a client object that owns the
+    /// request does not keep itself alive through it.
+    ///
+    /// A named function (or a closure that captures nothing) is stored
+    /// without allocating, where a closure capturing a `Weak` allocates
+    /// once per request. A later [`set_callback`](Req::set_callback)
+    /// forgets `data`.
+    ///
+    /// ```
+    /// use std::cell::{Cell, RefCell};
+    /// use std::rc::Rc;
+    /// use tevent::{wakeup_recv, wakeup_send, Context, Deadline, Req};
+    ///
+    /// /// C: `struct client`, the private data of its requests' callbacks.
+    /// struct Client {
+    ///     ticks: Cell<u32>,
+    ///     timer: RefCell<Option<Req<(), ()>>>,
+    /// }
+    ///
+    /// /// C: `static void client_tick_done(struct tevent_req *subreq)`.
+    /// fn client_tick_done(subreq: &Req<(), ()>, client: &Rc<Client>) {
+    ///     if wakeup_recv(subreq) {
+    ///         client.ticks.set(client.ticks.get() + 1);
+    ///     }
+    /// }
+    ///
+    /// let ctx = Context::new()?;
+    /// let client = Rc::new(Client { ticks: Cell::new(0), timer: RefCell::new(None) });
+    /// let subreq = wakeup_send(&ctx, Deadline::Asap);
+    /// subreq.set_callback_with(&client, client_tick_done);
+    /// *client.timer.borrow_mut() = Some(subreq); // the client owns its request
+    /// ctx.loop_once()?;
+    /// assert_eq!(client.ticks.get(), 1);
+    /// # Ok::<(), tevent::Error>(())
+    /// ```
+    pub fn set_callback_with<D, F>(&self, data: &Rc<D>, callback: F)
+    where
+        D: 'static,
+        F: FnMut(&Req<S, T>, &Rc<D>) + 'static,
+    {
+        let mut callback = callback;
+        self.set_weak_callback(Rc::downgrade(data), move |req, data: Rc<D>| {
+            callback(req, &data)
+        });
+    }
+
+    /// Store `callback` with `weak` as the data it is called with (held in
+    /// the cell, so that a callback capturing nothing allocates nothing).
+    fn set_weak_callback<D, F>(&self, weak: Weak<D>, mut callback: F)
+    where
+        D: 'static,
+        F: FnMut(&Req<S, T>, Rc<D>) + 'static,
+    {
         let dispatch = move |req: &Req<S, T>| {
-            let weak = req.cell.parent.take();
-            let parent = weak.as_ref().and_then(Weak::upgrade);
-            req.cell.parent.set(weak);
-            let Some(parent) = parent else {
-                return; // the parent is gone
+            let weak = req.cell.callback_data.take();
+            let data = weak.as_ref().and_then(Weak::upgrade);
+            req.cell.callback_data.set(weak);
+            let Some(data) = data else {
+                return; // the data is gone
             };
-            match parent.downcast::<ReqCell<PS, PT>>() {
-                Ok(cell) => callback(req, &Req::from_cell(cell)),
-                // Cannot happen: the parent is always set with its callback.
-                Err(_) => debug_assert!(false, "parent callback with a parent of another type"),
+            match data.downcast::<D>() {
+                Ok(data) => callback(req, data),
+                // Cannot happen: the data is always set with its callback.
+                Err(_) => debug_assert!(false, "callback data of another type"),
             }
         };
         drop(self.cell.callback.replace(Some(Box::new(dispatch))));
-        let weak: Weak<dyn Any> = Rc::downgrade(&parent.cell) as Weak<ReqCell<PS, PT>>;
-        drop(self.cell.parent.replace(Some(weak)));
+        let weak: Weak<dyn Any> = weak;
+        drop(self.cell.callback_data.replace(Some(weak)));
     }
 
     /// The request's state (tevent's `tevent_req_data`).
@@ -979,7 +1042,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             has_cleanup: _,
             cleanup_again: _,
             rare: _, // emptied by `teardown`
-            parent,
+            callback_data,
             queue_trigger,
             queue_link,
             created: _,
@@ -990,7 +1053,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         drop(callback.take());
         drop(endtime.take());
         drop(cleanup_fn.take());
-        drop(parent.take());
+        drop(callback_data.take());
         drop(queue_trigger.take());
         drop(queue_link.get_mut().take());
     }
@@ -1076,11 +1139,11 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
     }
 }
 
-/// Out of line: few callbacks replace a parent callback.
+/// Out of line: few callbacks replace a callback with data.
 #[cold]
 #[inline(never)]
-fn forget_parent(parent: Weak<dyn Any>) {
-    drop(parent);
+fn forget_callback_data(data: Weak<dyn Any>) {
+    drop(data);
 }
 
 /// Kept out of line: formatting a log record needs a large stack frame,

@@ -956,6 +956,60 @@ fn a_parent_callback_reaches_the_parent_and_does_not_keep_it_alive() {
     });
 }
 
+/// C: `struct conn`, the private data of its requests' callbacks.
+struct Conn {
+    log: Log,
+    read: RefCell<Option<Req<(), u32>>>,
+}
+
+/// C: `static void conn_read_done(struct tevent_req *subreq)`, whose private
+/// data is the connection.
+fn conn_read_done(subreq: &Req<(), u32>, conn: &Rc<Conn>) {
+    conn.log.push(format!("read {:?}", subreq.recv()));
+    // The connection frees its finished request from the callback.
+    let done = conn.read.borrow_mut().take();
+    drop(done);
+}
+
+#[test]
+fn a_callback_with_data_gets_it_and_does_not_keep_it_alive() {
+    each_backend(|name, ctx| {
+        let conn = Rc::new(Conn {
+            log: Log::default(),
+            read: RefCell::new(None),
+        });
+        let req = finished_send(&ctx, 7);
+        req.set_callback_with(&conn, conn_read_done);
+        *conn.read.borrow_mut() = Some(req); // the connection owns its request
+        assert_eq!(Rc::strong_count(&conn), 1, "backend {name}: held weakly");
+        once(name, &ctx);
+        assert_eq!(conn.log.take(), ["read Ok(7)"], "backend {name}");
+        assert!(conn.read.borrow().is_none(), "backend {name}");
+
+        // The data is gone before the request finishes: no call.
+        let ran = Rc::new(Cell::new(false));
+        let data = Rc::new(ran.clone());
+        let req = finished_send(&ctx, 1);
+        req.set_callback_with(&data, |_, ran: &Rc<Rc<Cell<bool>>>| ran.set(true));
+        drop(data);
+        once(name, &ctx);
+        assert!(!ran.get(), "backend {name}");
+
+        // A later set_callback forgets the data (and its memory).
+        let data = Rc::new(0u8);
+        let req = finished_send(&ctx, 1);
+        req.set_callback_with(&data, |_, _| panic!("replaced"));
+        assert_eq!(Rc::weak_count(&data), 1, "backend {name}");
+        let r = ran.clone();
+        req.set_callback(move |_| r.set(true));
+        assert_eq!(Rc::weak_count(&data), 0, "backend {name}");
+        once(name, &ctx);
+        assert!(ran.get(), "backend {name}");
+        assert_no_events(name, &ctx);
+        drop(req);
+    });
+}
+
 #[test]
 fn a_callback_may_drop_its_own_request() {
     each_backend(|name, ctx| {
