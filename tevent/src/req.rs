@@ -1006,16 +1006,21 @@ impl<S: 'static, T: 'static> Req<S, T> {
         let Some(storage) = Rc::get_mut(&mut cell) else {
             return;
         };
-        let Some(inner) = storage.ctx.upgrade() else {
-            return;
-        };
-        if !inner.req_pool.has_room() {
+        // The context is not held while the contents are dropped: if they
+        // hold its last handle, it goes at that moment, as with a free.
+        let wanted = storage
+            .ctx
+            .upgrade()
+            .is_some_and(|inner| inner.req_pool.wants::<ReqCell<S, T>>());
+        if !wanted {
             return;
         }
         // Everything a free would drop is dropped now (user code may run:
         // cleanup functions, the state's and callbacks' drops).
         storage.release();
-        inner.req_pool.give(cell);
+        if let Some(inner) = cell.ctx.upgrade() {
+            inner.req_pool.give(cell);
+        }
     }
 }
 
@@ -1048,14 +1053,16 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             created: _,
             finished: _,
         } = self;
-        drop(state.get_mut().take());
+        // A new `RefCell`: a borrow leaked with `mem::forget` must not
+        // outlive the request that leaked it.
+        drop(std::mem::replace(state, RefCell::new(None)).into_inner());
         drop(result.take());
         drop(callback.take());
         drop(endtime.take());
         drop(cleanup_fn.take());
         drop(callback_data.take());
         drop(queue_trigger.take());
-        drop(queue_link.get_mut().take());
+        drop(std::mem::replace(queue_link, RefCell::new(None)).into_inner());
     }
 
     /// Make released storage a new request in progress.

@@ -13,8 +13,10 @@
 //! The pool is small and bounded: at most [`MAX_CELLS`] entries, each at
 //! most [`MAX_CELL_BYTES`] bytes (larger storage is freed as usual), and
 //! only the newest few entries are searched for a matching type, so a take
-//! or a give costs a handful of instructions. Pooled storage is freed with
-//! its context.
+//! or a give costs a handful of instructions. When the pool is full, a type
+//! none of whose cells is among the newest entries pushes the oldest out
+//! (so a burst of one type does not keep the others out for good), while
+//! the same type is simply freed. Pooled storage is freed with its context.
 //!
 //! [`WeakReq`]: crate::WeakReq
 //! [`Req::new`]: crate::Req::new
@@ -64,29 +66,66 @@ impl ReqPool {
         Some(unsafe { Rc::from_raw(raw) })
     }
 
-    /// Whether a cell given now would be kept.
+    /// Whether a cell of type `C` given now would be kept: when there is
+    /// room, or when the pool is full but holds none of `C` among its
+    /// newest entries (a burst of one type must not keep the others out
+    /// for good: the oldest entry then makes way).
     #[inline]
-    pub(crate) fn has_room(&self) -> bool {
+    pub(crate) fn wants<C: Any>(&self) -> bool {
         self.cells
             .try_borrow()
-            .is_ok_and(|cells| cells.len() < MAX_CELLS)
+            .is_ok_and(|cells| cells.len() < MAX_CELLS || !Self::holds(&cells, TypeId::of::<C>()))
     }
 
-    /// Keep an emptied cell, or free it when the pool is full (or in use).
+    /// Whether one of the newest entries is of type `type_id`.
+    #[inline]
+    fn holds(cells: &[Pooled], type_id: TypeId) -> bool {
+        cells
+            .iter()
+            .rev()
+            .take(SEARCH_DEPTH)
+            .any(|p| p.type_id == type_id)
+    }
+
+    /// Keep an emptied cell (making way for it by freeing the oldest if the
+    /// pool is full), or free it if the pool is in use.
     #[inline]
     pub(crate) fn give<C: Any>(&self, cell: Rc<C>) {
         let Ok(mut cells) = self.cells.try_borrow_mut() else {
             return;
         };
-        if cells.len() < MAX_CELLS {
-            if cells.capacity() == 0 {
-                cells.reserve_exact(MAX_CELLS);
-            }
+        if cells.len() >= MAX_CELLS {
+            drop(cells);
+            self.give_evicting(cell);
+            return;
+        }
+        if cells.capacity() == 0 {
+            cells.reserve_exact(MAX_CELLS);
+        }
+        cells.push(Pooled {
+            type_id: TypeId::of::<C>(),
+            cell,
+        });
+    }
+
+    /// [`give`](ReqPool::give) to a full pool: the oldest cell makes way.
+    #[cold]
+    #[inline(never)]
+    fn give_evicting<C: Any>(&self, cell: Rc<C>) {
+        let oldest = {
+            let Ok(mut cells) = self.cells.try_borrow_mut() else {
+                return;
+            };
+            let oldest = cells.remove(0);
             cells.push(Pooled {
                 type_id: TypeId::of::<C>(),
                 cell,
             });
-        }
+            oldest
+        };
+        // Freed with the pool not borrowed (freeing an emptied cell runs no
+        // user code, but no drop runs under a borrow here).
+        drop(oldest);
     }
 
     /// How many cells are kept (for tests).
@@ -262,5 +301,64 @@ mod tests {
         ctx.loop_once().unwrap();
         drop(timer);
         assert!(req.is_in_progress());
+    }
+
+    /// Records, when dropped, whether its context could still be reached.
+    struct Probe {
+        weak: crate::WeakContext,
+        seen: Rc<Cell<Option<bool>>>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.seen.set(Some(self.weak.upgrade().is_some()));
+        }
+    }
+
+    #[test]
+    fn a_context_whose_last_handle_a_state_drops_dies_at_that_moment() {
+        let ctx = Context::new().unwrap();
+        let seen = Rc::new(Cell::new(None));
+        let probe = Probe {
+            weak: ctx.downgrade(),
+            seen: seen.clone(),
+        };
+        // The state holds the context's last handle, dropped before the
+        // probe: the probe must find the context gone, as after a free.
+        let req: Req<(Context, Probe), ()> = Req::new(&ctx, (ctx.clone(), probe));
+        drop(ctx);
+        drop(req);
+        assert_eq!(seen.get(), Some(false));
+    }
+
+    #[test]
+    fn a_leaked_state_borrow_does_not_reach_the_next_request() {
+        let ctx = Context::new().unwrap();
+        let a: Req<u32, u32> = Req::new(&ctx, 1);
+        std::mem::forget(a.state_mut());
+        drop(a);
+        let b: Req<u32, u32> = Req::new(&ctx, 2);
+        assert_eq!(pooled(&ctx), 0, "the storage was reused");
+        assert_eq!(b.try_state().map(|s| *s), Some(2));
+    }
+
+    #[test]
+    fn a_burst_of_one_type_does_not_keep_other_types_out() {
+        let ctx = Context::new().unwrap();
+        let burst: Vec<Req<u32, ()>> = (0..MAX_CELLS as u32).map(|i| Req::new(&ctx, i)).collect();
+        drop(burst);
+        assert_eq!(pooled(&ctx), MAX_CELLS);
+        // Another type is kept (the oldest cell makes way) and reused.
+        drop(Req::<u64, ()>::new(&ctx, 1));
+        assert_eq!(pooled(&ctx), MAX_CELLS);
+        let other: Req<u64, ()> = Req::new(&ctx, 2);
+        assert_eq!(pooled(&ctx), MAX_CELLS - 1, "taken from the pool");
+        drop(other);
+        // The burst's own type does not push others out once it is there.
+        let more: Vec<Req<u32, ()>> = (0..2).map(|i| Req::new(&ctx, i)).collect();
+        drop(more);
+        let again: Req<u64, ()> = Req::new(&ctx, 3);
+        assert_eq!(*again.state(), 3);
+        assert_eq!(pooled(&ctx), MAX_CELLS - 1, "the u64 cell was still there");
     }
 }
