@@ -87,8 +87,12 @@
 //! The main pattern of tevent code: a request whose state machine starts
 //! sub-requests and finishes when they do. The parent's state owns the
 //! sub-request (dropping the parent cancels it, as talloc would free it);
-//! the sub-request's callback reaches the parent through a
-//! [`WeakReq`](crate::WeakReq). [`Req`](crate::Req)'s documentation has a C
+//! the sub-request's callback reaches the parent through
+//! [`set_parent_callback`](crate::Req::set_parent_callback), C's
+//! `tevent_req_set_callback(subreq, fn, req)`, which holds the parent
+//! weakly. Other private data (a connection, a client object) goes with
+//! [`set_callback_with`](crate::Req::set_callback_with) the same way.
+//! [`Req`](crate::Req)'s documentation has a C
 //! program beside its port, and `examples/read_line.rs` a complete one with
 //! fd events and end times.
 //!
