@@ -576,32 +576,27 @@ impl fmt::Debug for SignalEvent {
 
 /// Whether a delivery happened since this context last looked. Cheap: one
 /// atomic load when the context has signal events, nothing otherwise.
+#[inline]
 pub(crate) fn maybe_pending(inner: &Inner) -> bool {
-    let table = inner.signals.borrow();
-    !table.slots.is_empty()
-        && (!table.queued.is_empty() || GENERATION.load(Ordering::SeqCst) != table.last_generation)
+    inner.signals.try_borrow().is_ok_and(|t| {
+        !t.slots.is_empty()
+            && (!t.queued.is_empty() || GENERATION.load(Ordering::SeqCst) != t.last_generation)
+    })
 }
 
 /// Run the handlers of every pending signal: ascending signal number, then
 /// in the order the events were added. Returns whether any handler ran.
 #[inline]
 pub(crate) fn run_pending(ctx: &Context) -> bool {
-    if ctx
-        .inner()
-        .signals
-        .try_borrow()
-        .is_ok_and(|t| t.slots.is_empty())
-    {
-        return false;
-    }
-    run_pending_slow(ctx)
+    // Checked inline: a program with signal events (a server with a SIGTERM
+    // handler) pays a load per iteration, not a call.
+    maybe_pending(ctx.inner()) && run_pending_slow(ctx)
 }
 
+#[cold]
+#[inline(never)]
 fn run_pending_slow(ctx: &Context) -> bool {
     let inner = ctx.inner();
-    if !maybe_pending(inner) {
-        return false;
-    }
     let collected = {
         let mut table = inner.signals.borrow_mut();
         let table = &mut *table;
