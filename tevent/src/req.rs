@@ -134,6 +134,14 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     /// `ImmediateQueue::post`).
     post_seq: Cell<u64>,
     defer: Cell<bool>,
+    /// The callback is running (it is out of its slot meanwhile).
+    callback_running: Cell<bool>,
+    /// A notice came while the callback ran: it runs again when it returns.
+    notify_again: Cell<bool>,
+    /// The queue trigger is running (out of its slot meanwhile).
+    trigger_running: Cell<bool>,
+    /// The queue triggered the request again while its trigger ran.
+    trigger_again: Cell<bool>,
     endtime: Cell<Option<Timer>>,
     cleanup_fn: Cell<Option<CleanupFn<S>>>,
     /// The state the cleanup function last ran for (or was set in).
@@ -339,6 +347,10 @@ impl<S: 'static, T: 'static> Req<S, T> {
             callback: Cell::new(None),
             post_seq: Cell::new(0),
             defer: Cell::new(false),
+            callback_running: Cell::new(false),
+            notify_again: Cell::new(false),
+            trigger_running: Cell::new(false),
+            trigger_again: Cell::new(false),
             endtime: Cell::new(None),
             cleanup_fn: Cell::new(None),
             cleanup_state: Cell::new(ReqState::InProgress),
@@ -378,11 +390,14 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// `tevent_req_set_callback`). It is also called by
     /// [`notify_callback`](Req::notify_callback) for progress notices.
     pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
+        // Both slots are set before the old contents are dropped: their
+        // drops run user code, which may set a callback again.
+        let old_callback = self.cell.callback.replace(Some(Box::new(callback)));
         // Data set for an earlier callback is not needed any more.
         if let Some(data) = self.cell.callback_data.take() {
             forget_callback_data(data);
         }
-        drop(self.cell.callback.replace(Some(Box::new(callback))));
+        drop(old_callback);
     }
 
     /// Set the callback of a sub-request that reports to its parent: the C
@@ -503,9 +518,13 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 Err(_) => debug_assert!(false, "callback data of another type"),
             }
         };
-        drop(self.cell.callback.replace(Some(Box::new(dispatch))));
         let weak: Weak<dyn Any> = weak;
-        drop(self.cell.callback_data.replace(Some(weak)));
+        // Both are in place before the old ones are dropped: their drops run
+        // user code, which may set a callback again.
+        let old_callback = self.cell.callback.replace(Some(Box::new(dispatch)));
+        let old_data = self.cell.callback_data.replace(Some(weak));
+        drop(old_callback);
+        drop(old_data);
     }
 
     /// The request's state (tevent's `tevent_req_data`).
@@ -688,40 +707,48 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// the request is in progress this is a progress notice. Honours
     /// [`defer_callback`](Req::defer_callback). Nothing happens if no
     /// callback is set.
+    ///
+    /// A notice that comes while the callback runs (the request finished
+    /// from inside its own progress callback, or in a nested loop the
+    /// callback runs) is not lost: the callback runs again as soon as it
+    /// returns, where tevent would call it nested.
     #[inline]
     pub fn notify_callback(&self) {
         if self.cell.defer.replace(false) {
             self.schedule_trigger();
             return;
         }
-        if let Some(callback) = self.cell.callback.take() {
-            // The callback may drop every other handle of this request:
-            // this one keeps it alive until the callback has returned.
-            Self::run_callback(Req::from_cell(Rc::clone(&self.cell)), callback);
-        }
-    }
-
-    /// [`notify_callback`](Req::notify_callback) on a handle of its own.
-    #[inline]
-    fn notify_owned(self) {
-        if self.cell.defer.replace(false) {
-            self.schedule_trigger();
-            return;
-        }
-        if let Some(callback) = self.cell.callback.take() {
-            Self::run_callback(self, callback);
+        match self.cell.callback.take() {
+            // No clone of the handle is needed to keep the request alive
+            // while the callback runs: `self` is borrowed for that long.
+            Some(callback) => self.run_callback(callback),
+            // A notice for a callback that is running (the request finished
+            // from inside its own progress callback, or in a nested loop):
+            // tevent would call it again, nested; it runs again when it
+            // returns.
+            None if self.cell.callback_running.get() => self.cell.notify_again.set(true),
+            None => {}
         }
     }
 
     #[inline]
-    fn run_callback(this: Req<S, T>, mut callback: Callback<S, T>) {
-        callback(&this);
+    fn run_callback(&self, mut callback: Callback<S, T>) {
+        let running = Running::new(&self.cell.callback_running);
+        callback(self);
+        while self.cell.notify_again.replace(false) {
+            // A callback the callback set for itself takes the notice.
+            if let Some(replaced) = self.cell.callback.take() {
+                drop(std::mem::replace(&mut callback, replaced));
+            }
+            callback(self);
+        }
+        drop(running);
         // Keep a callback the callback set for itself.
-        if let Some(replaced) = this.cell.callback.take() {
-            this.cell.callback.set(Some(replaced));
+        if let Some(replaced) = self.cell.callback.take() {
+            self.cell.callback.set(Some(replaced));
             drop(callback);
         } else {
-            this.cell.callback.set(Some(callback));
+            self.cell.callback.set(Some(callback));
         }
     }
 
@@ -900,6 +927,9 @@ impl<S: 'static, T: 'static> Req<S, T> {
     }
 
     pub(crate) fn has_callback(&self) -> bool {
+        if self.cell.callback_running.get() {
+            return true;
+        }
         let cb = self.cell.callback.take();
         let has = cb.is_some();
         self.cell.callback.set(cb);
@@ -917,7 +947,7 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
         // function does not run again, the callback does.
         let inner = ctx.inner();
         if !inner.tracer.events_on() {
-            Req::from_cell(self).notify_owned();
+            Req::from_cell(self).notify_callback();
             return;
         }
         let req = Req::from_cell(self);
@@ -943,10 +973,21 @@ impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
 impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
     fn trigger(self: Rc<Self>) {
         let Some(mut trigger) = self.queue_trigger.take() else {
+            if self.trigger_running.get() {
+                // Triggered again while the trigger runs (stopped, untriggered
+                // and started in a nested loop): it runs again when it
+                // returns, where tevent would call it nested.
+                self.trigger_again.set(true);
+            }
             return;
         };
         let req = Req::from_cell(self);
+        let running = Running::new(&req.cell.trigger_running);
         trigger(&req);
+        while req.cell.trigger_again.replace(false) {
+            trigger(&req);
+        }
+        drop(running);
         let replaced = req.cell.queue_trigger.take();
         req.cell.queue_trigger.set(replaced.or(Some(trigger)));
     }
@@ -1040,6 +1081,10 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             callback,
             post_seq: _,
             defer: _,
+            callback_running: _,
+            notify_again: _,
+            trigger_running: _,
+            trigger_again: _,
             endtime,
             cleanup_fn,
             cleanup_state: _,
@@ -1074,6 +1119,10 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         self.error_code.set(0);
         self.post_seq.set(0);
         self.defer.set(false);
+        self.callback_running.set(false);
+        self.notify_again.set(false);
+        self.trigger_running.set(false);
+        self.trigger_again.set(false);
         self.cleanup_state.set(ReqState::InProgress);
         self.cleanup_running.set(false);
         self.has_cleanup.set(false);
@@ -1143,6 +1192,23 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
             pending
         });
         d.finish()
+    }
+}
+
+/// Sets a "running" flag for its lifetime, also when the code it guards
+/// panics.
+struct Running<'a>(&'a Cell<bool>);
+
+impl<'a> Running<'a> {
+    fn new(flag: &'a Cell<bool>) -> Running<'a> {
+        flag.set(true);
+        Running(flag)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

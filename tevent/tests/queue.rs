@@ -872,3 +872,35 @@ fn two_queues_interleave_one_trigger_per_iteration() {
         assert_no_events(name, &ctx);
     });
 }
+
+#[test]
+fn a_head_triggered_again_while_its_trigger_runs_runs_it_again() {
+    // Inside its trigger: stop, untrigger the head, start, and run a nested
+    // iteration (which runs the queue's new trigger post). tevent calls the
+    // trigger again, nested; here it runs again when it returns, and the
+    // head is not left stuck.
+    let ctx = Context::new().unwrap();
+    ctx.allow_nesting();
+    let q = Queue::new(&ctx, "q");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
+    let added = q
+        .add_entry(&req, move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                q2.stop();
+                e.borrow().as_ref().unwrap().untrigger().unwrap();
+                q2.start();
+                cx.loop_once().unwrap();
+            }
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(added);
+    for _ in 0..5 {
+        ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(calls.get(), 2);
+    assert!(!ctx.has_events(), "the head is not stuck");
+}

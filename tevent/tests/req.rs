@@ -1353,3 +1353,110 @@ fn a_cleanup_function_may_receive_its_own_request() {
         assert!(req.try_state().is_none(), "{name}: the state is released");
     }
 }
+
+#[test]
+fn a_request_finished_from_its_own_progress_callback_gets_the_completion_callback() {
+    // A progress notice whose consumer cancels; the cancel function
+    // finishes the request at once, while the callback still runs.
+    let ctx = Context::new().unwrap();
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    req.set_cancel_fn(|r| {
+        r.error(libc::ECANCELED as u64);
+        true
+    });
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    req.set_callback(move |r| {
+        s.borrow_mut().push(r.status());
+        if r.is_in_progress() {
+            assert!(r.cancel());
+        }
+    });
+    req.notify_callback();
+    assert_eq!(*seen.borrow(), [ReqState::InProgress, ReqState::UserError]);
+
+    // The same with the request finishing in a nested loop run by the
+    // callback.
+    ctx.allow_nesting();
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let weak = req.downgrade();
+    let _im = ctx.schedule_immediate(move |_, _| {
+        if let Some(r) = weak.upgrade() {
+            r.done(());
+        }
+    });
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    req.set_callback(move |r| {
+        s.borrow_mut().push(r.status());
+        if r.is_in_progress() {
+            r.poll().unwrap();
+        }
+    });
+    req.notify_callback();
+    assert_eq!(*seen.borrow(), [ReqState::InProgress, ReqState::Done]);
+    assert!(!ctx.has_events());
+}
+
+#[test]
+fn every_notice_reaches_a_callback_with_data() {
+    let ctx = Context::new().unwrap();
+    let client = Rc::new(Cell::new(0u32));
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    req.set_callback_with(&client, |_, c: &Rc<Cell<u32>>| c.set(c.get() + 1));
+    req.notify_callback();
+    req.notify_callback();
+    req.done(());
+    assert_eq!(client.get(), 3);
+
+    // Data (of another type) replaced from inside the running callback.
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (first, second) = (Rc::new(1u32), Rc::new(String::from("x")));
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let (l, s) = (log.clone(), second.clone());
+    req.set_callback_with(&first, move |r, d: &Rc<u32>| {
+        l.borrow_mut().push(format!("u32 {d}"));
+        let l = l.clone();
+        r.set_callback_with(&s, move |_, s: &Rc<String>| {
+            l.borrow_mut().push(format!("str {s}"))
+        });
+    });
+    req.notify_callback();
+    req.notify_callback();
+    req.done(());
+    assert_eq!(*log.borrow(), ["u32 1", "str x", "str x"]);
+}
+
+/// Sets a callback with data of its own type when it is dropped.
+struct SetsCallbackOnDrop(WeakReq<(), ()>, Rc<u32>, Rc<Cell<u32>>);
+
+impl Drop for SetsCallbackOnDrop {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.upgrade() {
+            let calls = self.2.clone();
+            r.set_callback_with(&self.1, move |_, d: &Rc<u32>| {
+                assert_eq!(**d, 3);
+                calls.set(calls.get() + 1);
+            });
+        }
+    }
+}
+
+#[test]
+fn a_callback_set_by_the_drop_of_the_one_it_replaces_keeps_its_own_data() {
+    let ctx = Context::new().unwrap();
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let calls = Rc::new(Cell::new(0));
+    let three = Rc::new(3);
+    let guard = SetsCallbackOnDrop(req.downgrade(), three.clone(), calls.clone());
+    req.set_callback(move |_| {
+        let _ = &guard;
+    });
+    let other = Rc::new(String::from("two"));
+    let c = calls.clone();
+    req.set_callback_with(&other, move |_, _: &Rc<String>| c.set(c.get() + 10));
+    req.done(());
+    // Whichever callback won, it ran once, with data of its own type.
+    assert!(matches!(calls.get(), 1 | 10), "calls {}", calls.get());
+    drop(three);
+}
