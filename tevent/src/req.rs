@@ -389,6 +389,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// Set the function called when the request finishes (tevent's
     /// `tevent_req_set_callback`). It is also called by
     /// [`notify_callback`](Req::notify_callback) for progress notices.
+    #[inline]
     pub fn set_callback<F: FnMut(&Req<S, T>) + 'static>(&self, callback: F) {
         // Both slots are set before the old contents are dropped: their
         // drops run user code, which may set a callback again.
@@ -712,7 +713,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// from inside its own progress callback, or in a nested loop the
     /// callback runs) is not lost: the callback runs again as soon as it
     /// returns, where tevent would call it nested.
-    #[inline]
+    #[inline(always)]
     pub fn notify_callback(&self) {
         if self.cell.defer.replace(false) {
             self.schedule_trigger();
