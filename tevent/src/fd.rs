@@ -343,6 +343,12 @@ impl FdEvent {
         self.ctx.upgrade().map(Context::from_inner)
     }
 
+    /// Whether the event belongs to `ctx` (cheaper than comparing
+    /// [`context`](FdEvent::context): no reference count changes).
+    pub fn belongs_to(&self, ctx: &Context) -> bool {
+        std::ptr::eq(self.ctx.as_ptr(), Rc::as_ptr(ctx.inner()))
+    }
+
     fn with_slot<R>(&self, f: impl FnOnce(&FdSlot) -> R) -> Option<R> {
         let inner = self.ctx.upgrade()?;
         let table = inner.fds.try_borrow().ok()?;

@@ -447,24 +447,33 @@ impl BsdInner {
         self.monitor.try_borrow().is_ok_and(|m| m.is_some())
     }
 
+    /// Whether an operation on `ctx` is refused: the fd event belongs to
+    /// another (live) context that an outstanding operation uses (reads and
+    /// writes must use the same context).
+    fn refuses(&self, ctx: &Context) -> bool {
+        let on_other = self
+            .fde
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| !f.belongs_to(ctx) && f.context().is_some());
+        on_other
+            && (self.live_reader().is_some()
+                || self.live_writer().is_some()
+                || self.live_monitor().is_some())
+    }
+
     /// Make sure the fd event exists on `ctx`.
     fn ensure_fde(self: &Rc<Self>, ctx: &Context) -> Result<(), i32> {
+        if self
+            .fde
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.belongs_to(ctx))
         {
-            let fde = self.fde.borrow();
-            if let Some(fde) = fde.as_ref() {
-                match fde.context() {
-                    Some(c) if c.ptr_eq(ctx) => return Ok(()),
-                    // Reads and writes must use the same context.
-                    Some(_)
-                        if self.live_reader().is_some()
-                            || self.live_writer().is_some()
-                            || self.live_monitor().is_some() =>
-                    {
-                        return Err(libc::EINVAL);
-                    }
-                    _ => {}
-                }
-            }
+            return Ok(());
+        }
+        if self.refuses(ctx) {
+            return Err(libc::EINVAL);
         }
         let weak = Rc::downgrade(self);
         let fde = ctx
@@ -507,10 +516,12 @@ impl BsdInner {
         self.set_flags(self.armed.get() | flags)
     }
 
-    /// Clear `flags`, except `ERROR` while a monitor watches.
+    /// Clear `flags`, except `ERROR` while a monitor watches or a reader
+    /// waits with [`bsd_fail_readv_first_error`] set (both must see a
+    /// hang-up as an error, not drain what is left).
     fn remove_flags(&self, flags: FdFlags) {
         let mut keep = self.armed.get() & !flags;
-        if self.monitoring() {
+        if self.monitoring() || (self.fail_readv_first_error.get() && self.reading()) {
             keep |= FdFlags::ERROR;
         }
         let _ = self.set_flags(keep);
@@ -1002,7 +1013,13 @@ impl StreamOps for BsdStream {
         // `read_refused`).
         let buffered = inner.ahead.borrow().buffered();
         if buffered > 0 && inner.read_refused().is_none() {
-            return Ok(buffered);
+            // Plus what the socket holds (which a failing FIONREAD does not
+            // hide: those bytes are readable now either way).
+            let mut value: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int to the valid pointer given.
+            let rc = unsafe { libc::ioctl(inner.raw.get(), libc::FIONREAD, &mut value) };
+            let more = if rc == 0 { value.max(0) as usize } else { 0 };
+            return Ok(buffered + more);
         }
         if let Some(errno) = inner.refused() {
             return Err(Error::new("pending_bytes", errno));
@@ -1039,9 +1056,9 @@ impl StreamOps for BsdStream {
         self.inner.ahead.borrow().buffered()
     }
 
-    fn try_readv(&self, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
+    fn try_readv(&self, ctx: &Context, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
         let inner = &self.inner;
-        if want == 0 || inner.reading() {
+        if want == 0 || inner.reading() || inner.refuses(ctx) {
             return Ok(0);
         }
         inner

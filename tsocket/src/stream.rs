@@ -214,7 +214,9 @@ pub trait StreamOps: Any {
 
     /// An optional fast path: append up to `want` bytes (`want > 0`) to
     /// `buf` from what is available **now**, without waiting, and return how
-    /// many were appended (0 if none are available).
+    /// many were appended (0 if none are available). A transport that would
+    /// refuse a [`readv_send`](StreamOps::readv_send) on `ctx` appends
+    /// nothing (so that the refusal takes no bytes).
     ///
     /// [`readv_pdu_send`] calls it for every vector after the first one (the
     /// data is then likely to have arrived already), which saves a request
@@ -224,8 +226,8 @@ pub trait StreamOps: Any {
     /// # Errors
     ///
     /// The transport's error; `EPIPE` for end of file.
-    fn try_readv(&self, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
-        let _ = (buf, want);
+    fn try_readv(&self, ctx: &Context, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
+        let _ = (ctx, buf, want);
         Ok(0)
     }
 
@@ -459,14 +461,14 @@ impl Stream {
 
     /// The generic layer's fast-path read ([`StreamOps::try_readv`]): only
     /// when no read is outstanding and the stream is not disconnected.
-    fn try_readv(&self, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
+    fn try_readv(&self, ctx: &Context, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
         if let Some(errno) = self.inner.closed_errno() {
             return Err(Error::new("readv", errno));
         }
         if busy(&self.inner.readv) {
             return Ok(0);
         }
-        self.inner.ops.try_readv(buf, want)
+        self.inner.ops.try_readv(ctx, buf, want)
     }
 }
 
@@ -795,7 +797,7 @@ fn readv_pdu_ask_for_next_vector<N: NextVector + 'static>(ctx: &Context, req: &R
         // bytes in memory, else (or for the rest) through a request.
         let mut missing = want;
         if vectors > 0 || stream.ops().buffered() > 0 {
-            match stream.try_readv(&mut buf, want) {
+            match stream.try_readv(ctx, &mut buf, want) {
                 Ok(got) => missing = want - got.min(want),
                 Err(err) => return pdu_failed(req, err),
             }

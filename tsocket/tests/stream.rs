@@ -1973,3 +1973,65 @@ fn a_read_after_a_write_error_fails_once_the_bytes_read_ahead_are_used_up() {
     run_req(&ctx, &more, 2);
     assert_eq!(errno_of(tsocket::readv_recv(&more)), libc::EPIPE);
 }
+
+#[test]
+fn a_fail_first_reader_still_fails_on_hang_up_after_a_write_finished() {
+    // The write's completion must not disarm the ERROR the fail-first
+    // reader relies on (a hang-up is then reported, not drained).
+    for backend in ["epoll", "poll"] {
+        let ctx = Context::with_backend(backend).unwrap();
+        ctx.set_wait_timeout(Duration::from_secs(5));
+        let (stream, mut peer) = raw_pair(Kind::Unix);
+        tsocket::bsd_fail_readv_first_error(&stream, true);
+        let read = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+        let write = tsocket::writev_send(&ctx, &stream, vec![vec![9u8; 1 << 20]]);
+        assert!(write.is_in_progress(), "{backend}: the write has to wait");
+        let mut got = Vec::new();
+        run_until(&ctx, 10_000, || {
+            peer.read_available(&mut got);
+            !write.is_in_progress()
+        });
+        tsocket::writev_recv(&write).unwrap();
+        assert!(read.is_in_progress());
+        peer.write_all(b"0123456789");
+        drop(peer);
+        run_req(&ctx, &read, 4);
+        assert!(tsocket::readv_recv(&read).is_err(), "{backend}");
+    }
+}
+
+#[test]
+fn pending_bytes_counts_read_ahead_and_the_socket() {
+    let ctx = context();
+    let (stream, mut peer) = raw_pair(Kind::Unix);
+    tsocket::bsd_read_ahead(&stream, 8);
+    peer.write_all(&[1u8; 20]);
+    let r = tsocket::readv_send(&ctx, &stream, Vec::new(), 4);
+    run_req(&ctx, &r, 3);
+    assert_eq!(tsocket::readv_recv(&r).unwrap(), [1u8; 4]);
+    // 4 read ahead, 8 more in the socket.
+    assert_eq!(tsocket::pending_bytes(&stream).unwrap(), 16);
+}
+
+#[test]
+fn a_pdu_read_refused_on_a_second_context_takes_no_bytes() {
+    let (a, b) = (context(), context());
+    let (stream, mut peer) = raw_pair(Kind::Unix);
+    tsocket::bsd_read_ahead(&stream, 2);
+    peer.write_all(&pdu(b"hello"));
+    // One byte read on context a: the next one waits in the read-ahead
+    // buffer.
+    let r = tsocket::readv_send(&a, &stream, Vec::new(), 1);
+    run_req(&a, &r, 3);
+    assert_eq!(tsocket::readv_recv(&r).unwrap(), &pdu(b"hello")[..1]);
+    // A write waiting on context a keeps the stream there.
+    let write = tsocket::writev_send(&a, &stream, vec![vec![0u8; BIG]]);
+    assert!(write.is_in_progress());
+    let p = tsocket::readv_pdu_send(&b, &stream, Vec::new(), U32Pdu);
+    run_req(&b, &p, 3);
+    assert_eq!(errno_of(tsocket::readv_pdu_recv(&p)), libc::EINVAL);
+    drop(write);
+    let r = tsocket::readv_send(&a, &stream, Vec::new(), 7);
+    run_req(&a, &r, 5);
+    assert_eq!(tsocket::readv_recv(&r).unwrap(), &pdu(b"hello")[1..8]);
+}
