@@ -450,13 +450,25 @@ impl BsdInner {
     /// Whether an operation on `ctx` is refused: the fd event belongs to
     /// another (live) context that an outstanding operation uses (reads and
     /// writes must use the same context).
+    #[inline]
     fn refuses(&self, ctx: &Context) -> bool {
-        let on_other = self
+        let on_other = match self.fde.try_borrow() {
+            Ok(fde) => fde.as_ref().is_some_and(|f| !f.belongs_to(ctx)),
+            Err(_) => false,
+        };
+        on_other && self.refuses_other()
+    }
+
+    /// [`refuses`](BsdInner::refuses) for an fd event on another context.
+    #[cold]
+    #[inline(never)]
+    fn refuses_other(&self) -> bool {
+        let alive = self
             .fde
             .borrow()
             .as_ref()
-            .is_some_and(|f| !f.belongs_to(ctx) && f.context().is_some());
-        on_other
+            .is_some_and(|f| f.context().is_some());
+        alive
             && (self.live_reader().is_some()
                 || self.live_writer().is_some()
                 || self.live_monitor().is_some())
