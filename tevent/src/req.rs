@@ -160,8 +160,15 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     callback_data: Cell<Option<Weak<dyn Any>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
-    created: &'static Location<'static>,
+    created: Cell<&'static Location<'static>>,
     finished: Cell<Option<&'static Location<'static>>>,
+    /// Which request the storage holds now: raised when it is freed for
+    /// reuse, so that a weak reference to an earlier request (a
+    /// [`WeakReq`], a sub-request's parent) no longer reaches it.
+    generation: Cell<u64>,
+    /// The parent's generation, for a callback set with
+    /// [`Req::set_parent_callback`].
+    callback_data_gen: Cell<u64>,
 }
 
 /// An asynchronous request (tevent's `tevent_req`), with state `S` owned by
@@ -200,11 +207,11 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
 /// callbacks that must reach a parent request without owning it.
 ///
 /// A request costs at most one heap allocation (its storage), and usually
-/// none: when the last handle of a request goes and nothing else refers to
-/// it (no [`WeakReq`], no end time, no pending post, no sub-request naming
-/// it as parent), its contents are dropped at once, as a free would, and
-/// the context keeps the emptied storage for the next request of the same
-/// `S` and `T` (a few dozen at most, storage over 1 KiB is freed), so a
+/// none: when the last handle of a request goes, its contents are dropped
+/// at once, as a free would, and the context keeps the emptied storage for
+/// the next request of the same `S` and `T` (a few dozen at most, storage
+/// over 1 KiB is freed; a [`WeakReq`] of the freed request does not reach
+/// the next one), so a
 /// program that runs requests one after another allocates nothing per
 /// request in steady state. Callbacks, cleanup functions and queue
 /// triggers that capture nothing are stored without allocating, and a post
@@ -300,13 +307,16 @@ pub struct Req<S: 'static, T: 'static> {
 /// sub-requests that must reach their parent).
 pub struct WeakReq<S: 'static, T: 'static> {
     cell: Weak<ReqCell<S, T>>,
+    /// The request's generation: its storage may hold a later request.
+    generation: u64,
 }
 
 impl<S: 'static, T: 'static> WeakReq<S, T> {
     /// The request, if it still exists. The returned handle keeps it alive
     /// while held; drop it when done.
     pub fn upgrade(&self) -> Option<Req<S, T>> {
-        self.cell.upgrade().map(Req::from_cell)
+        let cell = self.cell.upgrade()?;
+        (cell.generation.get() == self.generation).then(|| Req::from_cell(cell))
     }
 }
 
@@ -314,6 +324,7 @@ impl<S: 'static, T: 'static> Clone for WeakReq<S, T> {
     fn clone(&self) -> Self {
         WeakReq {
             cell: self.cell.clone(),
+            generation: self.generation,
         }
     }
 }
@@ -321,7 +332,7 @@ impl<S: 'static, T: 'static> Clone for WeakReq<S, T> {
 impl<S: 'static, T: 'static> fmt::Debug for WeakReq<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakReq")
-            .field("alive", &(self.cell.strong_count() > 0))
+            .field("alive", &self.upgrade().is_some())
             .finish()
     }
 }
@@ -332,11 +343,9 @@ impl<S: 'static, T: 'static> Req<S, T> {
     /// [`Debug`](fmt::Debug).
     #[track_caller]
     pub fn new(ctx: &Context, state: S) -> Req<S, T> {
-        if let Some(mut cell) = ctx.inner().req_pool.take::<ReqCell<S, T>>() {
-            if let Some(storage) = Rc::get_mut(&mut cell) {
-                storage.reuse(state, Location::caller());
-                return Req::from_cell(cell);
-            }
+        if let Some(cell) = ctx.inner().req_pool.take::<ReqCell<S, T>>() {
+            cell.reuse(state, Location::caller());
+            return Req::from_cell(cell);
         }
         let cell = Rc::new(ReqCell {
             ctx: Rc::downgrade(ctx.inner()),
@@ -361,8 +370,10 @@ impl<S: 'static, T: 'static> Req<S, T> {
             callback_data: Cell::new(None),
             queue_trigger: Cell::new(None),
             queue_link: RefCell::new(None),
-            created: Location::caller(),
+            created: Cell::new(Location::caller()),
             finished: Cell::new(None),
+            generation: Cell::new(0),
+            callback_data_gen: Cell::new(0),
         });
         Req::from_cell(cell)
     }
@@ -378,6 +389,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     pub fn downgrade(&self) -> WeakReq<S, T> {
         WeakReq {
             cell: Rc::downgrade(&self.cell),
+            generation: self.cell.generation.get(),
         }
     }
 
@@ -445,8 +457,16 @@ impl<S: 'static, T: 'static> Req<S, T> {
     {
         self.set_weak_callback(
             Rc::downgrade(&parent.cell),
-            move |req, cell: Rc<ReqCell<PS, PT>>| callback(req, &Req::from_cell(cell)),
+            move |req, cell: Rc<ReqCell<PS, PT>>| {
+                // The parent's storage may hold a later request by now.
+                if cell.generation.get() == req.cell.callback_data_gen.get() {
+                    callback(req, &Req::from_cell(cell));
+                }
+            },
         );
+        self.cell
+            .callback_data_gen
+            .set(parent.cell.generation.get());
     }
 
     /// Set the callback with the data it works on, as C's
@@ -616,7 +636,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         self.cell.status.set(state);
         self.cell.finished.set(Some(at));
         if log::log_enabled!(log::Level::Trace) {
-            trace_finish(self.cell.created, state, at);
+            trace_finish(self.cell.created.get(), state, at);
         }
         self.run_cleanup(state);
         self.notify_callback();
@@ -654,7 +674,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 log::warn!(
                     "request created at {}: cleanup for {state} skipped, its state is borrowed \
                      (do not hold Req::state() across done/error)",
-                    cell.created
+                    cell.created.get()
                 );
                 cell.cleanup_fn.set(Some(f));
                 return;
@@ -693,7 +713,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             return;
         };
         let weak: Weak<ReqCell<S, T>> = Rc::downgrade(&self.cell);
-        immediate::post_target(&inner, weak, &self.cell.post_seq, self.cell.created);
+        immediate::post_target(&inner, weak, &self.cell.post_seq, self.cell.created.get());
     }
 
     /// Make the next callback go through the loop (tevent's
@@ -952,13 +972,13 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
             return;
         }
         let req = Req::from_cell(self);
-        immediate::run_traced_post(inner, &req.cell.post_seq, req.cell.created, || {
+        immediate::run_traced_post(inner, &req.cell.post_seq, req.cell.created.get(), || {
             req.notify_callback()
         });
     }
 
     fn post_created(&self) -> &'static Location<'static> {
-        self.created
+        self.created.get()
     }
 }
 
@@ -966,7 +986,7 @@ impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
     fn expired(self: Rc<Self>, _ctx: &Context) {
         let req = Req::from_cell(self);
         if req.is_in_progress() {
-            req.finish(ReqState::TimedOut, req.cell.created);
+            req.finish(ReqState::TimedOut, req.cell.created.get());
         }
     }
 }
@@ -1018,7 +1038,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
 
     #[inline]
     fn cancel_post(&self) {
-        immediate::cancel_target_post(&self.ctx, &self.post_seq, self.created);
+        immediate::cancel_target_post(&self.ctx, &self.post_seq, self.created.get());
     }
 }
 
@@ -1027,39 +1047,40 @@ impl<S: 'static, T: 'static> Drop for Req<S, T> {
     fn drop(&mut self) {
         // SAFETY: `self.cell` is not used again: this is the handle's drop.
         let cell = unsafe { ManuallyDrop::take(&mut self.cell) };
-        // Only the last reference: no other handle, no `WeakReq`, no post
-        // entry, no end time and no sub-request can see the storage being
-        // reused.
-        if size_of::<ReqCell<S, T>>() <= req_pool::MAX_CELL_BYTES
-            && Rc::strong_count(&cell) == 1
-            && Rc::weak_count(&cell) == 0
-        {
+        // The last handle: nothing else can use the request any more (weak
+        // references, such as a `WeakReq` or a stale post, check the
+        // generation or the post number and find it gone).
+        if size_of::<ReqCell<S, T>>() <= req_pool::MAX_CELL_BYTES && Rc::strong_count(&cell) == 1 {
             Self::recycle(cell);
         }
     }
 }
 
 impl<S: 'static, T: 'static> Req<S, T> {
-    /// Empty the storage of a request being freed and give it to its
-    /// context's pool (or free it, when the pool is full or the context
-    /// gone).
+    /// Free the contents of a request whose last handle goes and give its
+    /// storage to its context's pool (or free it, when the pool does not
+    /// want it or the context is gone).
     #[inline(never)]
-    fn recycle(mut cell: Rc<ReqCell<S, T>>) {
-        let Some(storage) = Rc::get_mut(&mut cell) else {
-            return;
-        };
+    fn recycle(cell: Rc<ReqCell<S, T>>) {
         // The context is not held while the contents are dropped: if they
         // hold its last handle, it goes at that moment, as with a free.
-        let wanted = storage
+        let wanted = cell
             .ctx
             .upgrade()
             .is_some_and(|inner| inner.req_pool.wants::<ReqCell<S, T>>());
-        if !wanted {
+        // A borrow of the state leaked with `mem::forget` would outlive the
+        // request in its storage: such storage is freed instead.
+        if !wanted
+            || cell.state.try_borrow_mut().is_err()
+            || cell.queue_link.try_borrow_mut().is_err()
+        {
             return;
         }
         // Everything a free would drop is dropped now (user code may run:
         // cleanup functions, the state's and callbacks' drops).
-        storage.release();
+        if !cell.release() {
+            return;
+        }
         if let Some(inner) = cell.ctx.upgrade() {
             inner.req_pool.give(cell);
         }
@@ -1068,8 +1089,12 @@ impl<S: 'static, T: 'static> Req<S, T> {
 
 impl<S: 'static, T: 'static> ReqCell<S, T> {
     /// Free the request's contents, as dropping the storage would, and
-    /// leave it as a new cell's before [`reuse`](ReqCell::reuse).
-    fn release(&mut self) {
+    /// leave it as a new cell's before [`reuse`](ReqCell::reuse). Returns
+    /// `false` if that could not be done (a borrow leaked meanwhile): the
+    /// storage must then be freed.
+    fn release(&self) -> bool {
+        // First of all: no weak reference reaches this request any more.
+        self.generation.set(self.generation.get().wrapping_add(1));
         self.teardown();
         // Named one by one (no `..`), so that a new field cannot be
         // forgotten here; dropped in declaration order, as a free would.
@@ -1098,24 +1123,34 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             queue_link,
             created: _,
             finished: _,
+            generation: _,
+            callback_data_gen: _,
         } = self;
-        // A new `RefCell`: a borrow leaked with `mem::forget` must not
-        // outlive the request that leaked it.
-        drop(std::mem::replace(state, RefCell::new(None)).into_inner());
+        let Ok(mut state) = state.try_borrow_mut() else {
+            return false;
+        };
+        let old_state = state.take();
+        drop(state);
+        drop(old_state);
         drop(result.take());
         drop(callback.take());
         drop(endtime.take());
         drop(cleanup_fn.take());
         drop(callback_data.take());
         drop(queue_trigger.take());
-        drop(std::mem::replace(queue_link, RefCell::new(None)).into_inner());
+        let Ok(mut link) = queue_link.try_borrow_mut() else {
+            return false;
+        };
+        let old_link = link.take();
+        drop(link);
+        drop(old_link);
+        true
     }
 
     /// Make released storage a new request in progress.
     #[inline]
-    fn reuse(&mut self, state: S, created: &'static Location<'static>) {
-        debug_assert!(self.callback.get_mut().is_none() && self.endtime.get_mut().is_none());
-        *self.state.get_mut() = Some(state);
+    fn reuse(&self, state: S, created: &'static Location<'static>) {
+        *self.state.borrow_mut() = Some(state);
         self.status.set(ReqState::InProgress);
         self.error_code.set(0);
         self.post_seq.set(0);
@@ -1128,21 +1163,25 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         self.cleanup_running.set(false);
         self.has_cleanup.set(false);
         self.cleanup_again.set(None);
-        self.created = created;
+        self.created.set(created);
         self.finished.set(None);
+        self.callback_data_gen.set(0);
     }
 
     /// What freeing a request does before its fields are dropped: its
-    /// pending post and queue place go, and a request that was not
-    /// received gets its cleanup function called with `Received`.
-    fn teardown(&mut self) {
-        if let Some(rare) = self.rare.take() {
-            drop(rare);
-        }
+    /// pending post, end time and queue place go, and a request that was
+    /// not received gets its cleanup function called with `Received`.
+    fn teardown(&self) {
+        // Before any user code runs: from here on, neither the loop nor the
+        // queue can reach the request.
         self.cancel_post();
+        drop(self.endtime.take());
         // Also a received request that held its queue place until now
         // (`Queue::wait_send`).
         queue::leave(&self.queue_link, true);
+        if let Some(rare) = self.rare.take() {
+            drop(rare);
+        }
         if self.status.get() == ReqState::Received {
             return;
         }
@@ -1150,10 +1189,12 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         // `tevent_req_received` from talloc's destructor.
         if self.cleanup_state.get() < ReqState::Received {
             self.cleanup_state.set(ReqState::Received);
-            if let (Some(mut f), Some(state)) =
-                (self.cleanup_fn.take(), self.state.get_mut().as_mut())
-            {
-                f(state, ReqState::Received);
+            if let Some(mut f) = self.cleanup_fn.take() {
+                if let Ok(mut state) = self.state.try_borrow_mut() {
+                    if let Some(state) = state.as_mut() {
+                        f(state, ReqState::Received);
+                    }
+                }
             }
         }
         self.status.set(ReqState::Received);
@@ -1182,7 +1223,7 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
         if self.cell.status.get() == ReqState::UserError {
             d.field("error", &self.cell.error_code.get());
         }
-        d.field("created", &format_args!("{}", self.cell.created));
+        d.field("created", &format_args!("{}", self.cell.created.get()));
         if let Some(at) = self.cell.finished.get() {
             d.field("finished", &format_args!("{at}"));
         }

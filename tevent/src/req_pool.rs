@@ -1,10 +1,9 @@
 //! Recycled request storage.
 //!
 //! A request's storage is one heap allocation. When the last handle of a
-//! request goes and nothing else refers to its storage (no [`WeakReq`], no
-//! pending post, no sub-request naming it as parent), the storage is
-//! emptied (the state, result, callbacks and timers are dropped exactly as
-//! they would be when freed) and kept by the context, so that the next
+//! request goes, the storage is emptied (the state, result, callbacks and
+//! timers are dropped exactly as they would be when freed) and kept by the
+//! context, so that the next
 //! [`Req::new`] of the same state and result types on that context takes it
 //! instead of allocating. A program that runs requests one after another (a
 //! client loop, a PDU reader) therefore allocates nothing per request in
@@ -17,6 +16,13 @@
 //! none of whose cells is among the newest entries pushes the oldest out
 //! (so a burst of one type does not keep the others out for good), while
 //! the same type is simply freed. Pooled storage is freed with its context.
+//!
+//! Weak references may outlive the request they were taken from: a
+//! [`WeakReq`] or a sub-request's parent carries the storage's generation
+//! (raised when the storage is emptied), a pending post its post number,
+//! so none of them reaches the next request on the same storage. The end
+//! time and the queue place go before anything else when a request is
+//! freed.
 //!
 //! [`WeakReq`]: crate::WeakReq
 //! [`Req::new`]: crate::Req::new
@@ -50,7 +56,8 @@ struct Pooled {
 
 impl ReqPool {
     /// An emptied cell of type `C`, if one of the newest entries is one.
-    /// The returned `Rc` is the only reference to its cell.
+    /// The returned `Rc` is the only strong reference to its cell (weak
+    /// ones may remain: they check the cell's generation).
     #[inline]
     pub(crate) fn take<C: Any>(&self) -> Option<Rc<C>> {
         let mut cells = self.cells.try_borrow_mut().ok()?;
@@ -219,22 +226,38 @@ mod tests {
     }
 
     #[test]
-    fn storage_someone_still_refers_to_is_not_reused() {
+    fn a_weak_reference_does_not_reach_a_later_request_on_the_same_storage() {
         let ctx = Context::new().unwrap();
-        let req: Req<u32, ()> = Req::new(&ctx, 1);
-        let weak = req.downgrade();
-        drop(req);
-        assert_eq!(pooled(&ctx), 0, "a WeakReq still names it");
-        assert!(weak.upgrade().is_none());
+        let first: Req<u32, ()> = Req::new(&ctx, 1);
+        let weak = first.downgrade();
+        let storage = Rc::as_ptr(first.cell());
+        drop(first);
+        assert!(weak.upgrade().is_none(), "the request is gone");
+        let second: Req<u32, ()> = Req::new(&ctx, 2);
+        assert_eq!(Rc::as_ptr(second.cell()), storage, "same storage");
+        assert!(
+            weak.upgrade().is_none(),
+            "not the request it was taken from"
+        );
+        let weak_second = second.downgrade();
+        assert_eq!(*weak_second.upgrade().unwrap().state(), 2);
+    }
 
-        // A parent named by a live sub-request.
+    #[test]
+    fn a_sub_request_does_not_call_back_a_later_request_on_its_parents_storage() {
+        let ctx = Context::new().unwrap();
+        let calls = Rc::new(Cell::new(0));
         let parent: Req<u32, ()> = Req::new(&ctx, 1);
         let child: Req<(), ()> = Req::new(&ctx, ());
-        child.set_parent_callback(&parent, |_, _| {});
+        let c = calls.clone();
+        child.set_parent_callback(&parent, move |_, _| c.set(c.get() + 1));
         drop(parent);
-        assert_eq!(pooled(&ctx), 0, "the sub-request still names its parent");
-        drop(child);
-        assert_eq!(pooled(&ctx), 1, "the sub-request itself");
+        // The parent's storage now holds another request of its types.
+        let other: Req<u32, ()> = Req::new(&ctx, 2);
+        assert_eq!(pooled(&ctx), 0);
+        child.done(());
+        assert_eq!(calls.get(), 0, "the parent is gone: no call");
+        assert!(other.is_in_progress());
     }
 
     #[test]
