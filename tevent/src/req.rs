@@ -169,6 +169,10 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     /// The parent's generation, for a callback set with
     /// [`Req::set_parent_callback`].
     callback_data_gen: Cell<u64>,
+    /// The storage is being emptied: its end time and queue place, which
+    /// are still registered while trace callbacks of their removal run, do
+    /// nothing.
+    releasing: Cell<bool>,
 }
 
 /// An asynchronous request (tevent's `tevent_req`), with state `S` owned by
@@ -374,6 +378,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             finished: Cell::new(None),
             generation: Cell::new(0),
             callback_data_gen: Cell::new(0),
+            releasing: Cell::new(false),
         });
         Req::from_cell(cell)
     }
@@ -463,10 +468,8 @@ impl<S: 'static, T: 'static> Req<S, T> {
                     callback(req, &Req::from_cell(cell));
                 }
             },
+            parent.cell.generation.get(),
         );
-        self.cell
-            .callback_data_gen
-            .set(parent.cell.generation.get());
     }
 
     /// Set the callback with the data it works on, as C's
@@ -514,14 +517,17 @@ impl<S: 'static, T: 'static> Req<S, T> {
         F: FnMut(&Req<S, T>, &Rc<D>) + 'static,
     {
         let mut callback = callback;
-        self.set_weak_callback(Rc::downgrade(data), move |req, data: Rc<D>| {
-            callback(req, &data)
-        });
+        self.set_weak_callback(
+            Rc::downgrade(data),
+            move |req, data: Rc<D>| callback(req, &data),
+            0,
+        );
     }
 
     /// Store `callback` with `weak` as the data it is called with (held in
-    /// the cell, so that a callback capturing nothing allocates nothing).
-    fn set_weak_callback<D, F>(&self, weak: Weak<D>, mut callback: F)
+    /// the cell, so that a callback capturing nothing allocates nothing),
+    /// and `generation`, the data's if it is a request.
+    fn set_weak_callback<D, F>(&self, weak: Weak<D>, mut callback: F, generation: u64)
     where
         D: 'static,
         F: FnMut(&Req<S, T>, Rc<D>) + 'static,
@@ -544,6 +550,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         // user code, which may set a callback again.
         let old_callback = self.cell.callback.replace(Some(Box::new(dispatch)));
         let old_data = self.cell.callback_data.replace(Some(weak));
+        self.cell.callback_data_gen.set(generation);
         drop(old_callback);
         drop(old_data);
     }
@@ -984,6 +991,9 @@ impl<S: 'static, T: 'static> PostTarget for ReqCell<S, T> {
 
 impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
     fn expired(self: Rc<Self>, _ctx: &Context) {
+        if self.releasing.get() {
+            return; // freed meanwhile (a trace callback ran the loop)
+        }
         let req = Req::from_cell(self);
         if req.is_in_progress() {
             req.finish(ReqState::TimedOut, req.cell.created.get());
@@ -993,6 +1003,9 @@ impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
 
 impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
     fn trigger(self: Rc<Self>) {
+        if self.releasing.get() {
+            return; // freed meanwhile (a trace callback ran the loop)
+        }
         let Some(mut trigger) = self.queue_trigger.take() else {
             if self.trigger_running.get() {
                 // Triggered again while the trigger runs (stopped, untriggered
@@ -1093,8 +1106,10 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
     /// `false` if that could not be done (a borrow leaked meanwhile): the
     /// storage must then be freed.
     fn release(&self) -> bool {
-        // First of all: no weak reference reaches this request any more.
+        // First of all: no weak reference reaches this request any more,
+        // and its end time and queue place do nothing until they are gone.
         self.generation.set(self.generation.get().wrapping_add(1));
+        self.releasing.set(true);
         self.teardown();
         // Named one by one (no `..`), so that a new field cannot be
         // forgotten here; dropped in declaration order, as a free would.
@@ -1125,6 +1140,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             finished: _,
             generation: _,
             callback_data_gen: _,
+            releasing,
         } = self;
         let Ok(mut state) = state.try_borrow_mut() else {
             return false;
@@ -1144,6 +1160,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         let old_link = link.take();
         drop(link);
         drop(old_link);
+        releasing.set(false);
         true
     }
 
