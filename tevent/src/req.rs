@@ -664,7 +664,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
     #[cold]
     fn run_cleanup_fn(&self, state: ReqState) {
         let cell = &*self.cell;
-        let Some(mut f) = cell.cleanup_fn.take() else {
+        let Some(f) = cell.cleanup_fn.take() else {
             if cell.cleanup_running.get() {
                 // Reached from inside the cleanup function itself (it
                 // received or finished its request): the outer call runs it
@@ -687,22 +687,22 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 return;
             }
         };
+        // Puts the state and the function back when the function returns,
+        // and also when it panics (the request stays usable then).
+        let mut run = CleanupRun {
+            cell,
+            taken: taken.take(),
+            f: Some(f),
+        };
         cell.cleanup_running.set(true);
         let mut next = Some(state);
         while let Some(st) = next {
-            if let Some(s) = taken.as_mut() {
+            if let (Some(s), Some(f)) = (run.taken.as_mut(), run.f.as_mut()) {
                 f(s, st);
             }
             next = cell.cleanup_again.take();
         }
-        cell.cleanup_running.set(false);
-        if cell.status.get() != ReqState::Received {
-            *cell.state.borrow_mut() = taken;
-        } else {
-            drop(taken);
-        }
-        let replaced = cell.cleanup_fn.take();
-        cell.cleanup_fn.set(replaced.or(Some(f)));
+        drop(run);
     }
 
     /// Deliver the callback from the loop instead of now (tevent's
@@ -761,13 +761,11 @@ impl<S: 'static, T: 'static> Req<S, T> {
 
     #[inline]
     fn run_callback(&self, mut callback: Callback<S, T>) {
-        let running = Running::new(&self.cell.callback_running);
+        let running = Running::new(&self.cell.callback_running, &self.cell.notify_again);
         callback(self);
+        // A notice that came while it ran goes to this callback, the one
+        // tevent would have called nested, even if it set another since.
         while self.cell.notify_again.replace(false) {
-            // A callback the callback set for itself takes the notice.
-            if let Some(replaced) = self.cell.callback.take() {
-                drop(std::mem::replace(&mut callback, replaced));
-            }
             callback(self);
         }
         drop(running);
@@ -1016,9 +1014,14 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
             return;
         };
         let req = Req::from_cell(self);
-        let running = Running::new(&req.cell.trigger_running);
+        let running = Running::new(&req.cell.trigger_running, &req.cell.trigger_again);
         trigger(&req);
-        while req.cell.trigger_again.replace(false) {
+        // Run again only while the request is still its queue's triggered
+        // head, where tevent's nested call would have found it.
+        while req.cell.trigger_again.replace(false)
+            && req.status() != ReqState::Received
+            && queue::is_triggered_head(&req.cell.queue_link)
+        {
             trigger(&req);
         }
         drop(running);
@@ -1254,20 +1257,58 @@ impl<S: 'static, T: 'static> fmt::Debug for Req<S, T> {
     }
 }
 
-/// Sets a "running" flag for its lifetime, also when the code it guards
-/// panics.
-struct Running<'a>(&'a Cell<bool>);
+/// A cleanup function at work: its request's state and the function are
+/// out of the cell meanwhile, and go back when it is dropped.
+struct CleanupRun<'a, S: 'static, T: 'static> {
+    cell: &'a ReqCell<S, T>,
+    taken: Option<S>,
+    f: Option<CleanupFn<S>>,
+}
+
+impl<S: 'static, T: 'static> Drop for CleanupRun<'_, S, T> {
+    fn drop(&mut self) {
+        let cell = self.cell;
+        cell.cleanup_running.set(false);
+        cell.cleanup_again.set(None);
+        let taken = self.taken.take();
+        if cell.status.get() != ReqState::Received {
+            if let Ok(mut state) = cell.state.try_borrow_mut() {
+                *state = taken;
+            }
+        } else {
+            drop(taken);
+        }
+        let replaced = cell.cleanup_fn.take();
+        cell.cleanup_fn.set(replaced.or(self.f.take()));
+    }
+}
+
+/// Sets a "running" flag for its lifetime (restoring it after, for a
+/// nested run), also when the code it guards panics; a panic also clears
+/// the flag of a run asked for meanwhile, so that it does not fall to the
+/// next call.
+struct Running<'a> {
+    running: &'a Cell<bool>,
+    was_running: bool,
+    again: &'a Cell<bool>,
+}
 
 impl<'a> Running<'a> {
-    fn new(flag: &'a Cell<bool>) -> Running<'a> {
-        flag.set(true);
-        Running(flag)
+    fn new(running: &'a Cell<bool>, again: &'a Cell<bool>) -> Running<'a> {
+        Running {
+            was_running: running.replace(true),
+            running,
+            again,
+        }
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.running.set(self.was_running);
+        if std::thread::panicking() {
+            self.again.set(false);
+        }
     }
 }
 

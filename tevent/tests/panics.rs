@@ -236,3 +236,70 @@ fn a_traced_post_whose_callback_panicked_traces_its_next_post_normally() {
         drop(req);
     });
 }
+
+#[test]
+fn a_callback_that_panics_with_a_notice_pending_does_not_pass_it_on() {
+    // The callback finishes its request from a progress notice (a notice
+    // is then pending for it), then panics: the next callback set runs
+    // once per notice, not once more for the lost one.
+    let ctx = Context::new().unwrap();
+    let req: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+    req.set_callback(|r| {
+        if r.is_in_progress() {
+            r.done(());
+            panic!("callback");
+        }
+    });
+    assert!(catch_unwind(AssertUnwindSafe(|| req.notify_callback())).is_err());
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let c = calls.clone();
+    req.set_callback(move |_| c.set(c.get() + 1));
+    req.notify_callback();
+    assert_eq!(calls.get(), 1);
+}
+
+#[test]
+fn a_cleanup_function_that_panics_leaves_the_request_usable() {
+    let ctx = Context::new().unwrap();
+    let req: tevent::Req<u32, u32> = tevent::Req::new(&ctx, 7);
+    req.set_cleanup_fn(|_, state| {
+        if state == tevent::ReqState::Done {
+            panic!("cleanup");
+        }
+    });
+    assert!(catch_unwind(AssertUnwindSafe(|| req.done(1))).is_err());
+    assert_eq!(req.status(), tevent::ReqState::Done);
+    assert_eq!(req.try_state().map(|s| *s), Some(7), "the state is back");
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s = seen.clone();
+    req.set_cleanup_fn(move |_, state| s.borrow_mut().push(state));
+    assert_eq!(req.recv(), Ok(1));
+    assert_eq!(*seen.borrow(), [tevent::ReqState::Received]);
+}
+
+#[test]
+fn a_trace_callback_that_panics_on_a_queue_entrys_removal_does_not_stall_the_queue() {
+    let ctx = Context::new().unwrap();
+    let queue = tevent::Queue::new(&ctx, "q");
+    let first: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+    let second: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+    let triggered = std::rc::Rc::new(std::cell::Cell::new(0));
+    for req in [&first, &second] {
+        let t = triggered.clone();
+        queue.add(req, move |_| t.set(t.get() + 1)).unwrap();
+    }
+    ctx.loop_once().unwrap();
+    assert_eq!(triggered.get(), 1);
+    ctx.set_event_trace_callback(|event, point| {
+        if event.kind == tevent::EventKind::QueueEntry && point == tevent::EventTracePoint::Detach {
+            panic!("trace");
+        }
+    });
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(first))).is_err());
+    ctx.clear_event_trace_callback();
+    for _ in 0..3 {
+        ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(triggered.get(), 2, "the next request was triggered");
+    drop(second);
+}

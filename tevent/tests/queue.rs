@@ -904,3 +904,70 @@ fn a_head_triggered_again_while_its_trigger_runs_runs_it_again() {
     assert_eq!(calls.get(), 2);
     assert!(!ctx.has_events(), "the head is not stuck");
 }
+
+#[test]
+fn a_trigger_is_not_run_again_for_a_request_that_left_its_queue() {
+    // As above, but the trigger then finishes, receives and removes its
+    // request: the pending re-run is dropped (tevent's nested call would
+    // have come while it was still the triggered head).
+    let ctx = Context::new().unwrap();
+    ctx.allow_nesting();
+    let q = Queue::new(&ctx, "q");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (s, e, q2, cx) = (seen.clone(), entry.clone(), q.clone(), ctx.clone());
+    let added = q
+        .add_entry(&req, move |r| {
+            s.borrow_mut().push((r.status(), q2.length()));
+            if s.borrow().len() == 1 {
+                q2.stop();
+                e.borrow().as_ref().unwrap().untrigger().unwrap();
+                q2.start();
+                cx.loop_once().unwrap();
+                r.done(());
+                r.recv().unwrap();
+                let gone = e.borrow_mut().take();
+                drop(gone);
+            }
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(added);
+    for _ in 0..5 {
+        ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(*seen.borrow(), [(ReqState::InProgress, 1)]);
+    assert!(!ctx.has_events());
+}
+
+#[test]
+fn a_trigger_that_panics_with_a_re_run_pending_does_not_pass_it_on() {
+    let ctx = Context::new().unwrap();
+    ctx.allow_nesting();
+    let q = Queue::new(&ctx, "q");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (e, q2, cx) = (entry.clone(), q.clone(), ctx.clone());
+    let added = q
+        .add_entry(&req, move |_| {
+            q2.stop();
+            e.borrow().as_ref().unwrap().untrigger().unwrap();
+            q2.start();
+            cx.loop_once().unwrap();
+            panic!("trigger");
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(added);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.loop_once()));
+    assert!(run.is_err());
+    drop(entry.borrow_mut().take());
+    // In a new queue, with a new trigger: it runs once.
+    let q = Queue::new(&ctx, "q2");
+    let count = Rc::new(std::cell::Cell::new(0));
+    let c = count.clone();
+    q.add(&req, move |_| c.set(c.get() + 1)).unwrap();
+    for _ in 0..3 {
+        ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(count.get(), 1);
+}

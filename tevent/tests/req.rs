@@ -1460,3 +1460,29 @@ fn a_callback_set_by_the_drop_of_the_one_it_replaces_keeps_its_own_data() {
     assert!(matches!(calls.get(), 1 | 10), "calls {}", calls.get());
     drop(three);
 }
+
+#[test]
+fn a_notice_pending_for_a_callback_that_replaced_itself_goes_to_that_callback() {
+    // tevent calls the callback that is set when the notice comes: here the
+    // first one (it finished its request, then set another callback).
+    let ctx = Context::new().unwrap();
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    req.set_callback(move |r| {
+        l.borrow_mut().push(format!("A {:?}", r.status()));
+        if r.is_in_progress() {
+            r.done(());
+            let l2 = l.clone();
+            r.set_callback(move |r| l2.borrow_mut().push(format!("B {:?}", r.status())));
+        }
+    });
+    req.notify_callback();
+    assert_eq!(*log.borrow(), ["A InProgress", "A Done"]);
+    req.notify_callback();
+    assert_eq!(
+        log.borrow().last().unwrap(),
+        "B Done",
+        "the replacement stays"
+    );
+}
