@@ -768,7 +768,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         while self.cell.notify_again.replace(false) {
             callback(self);
         }
-        drop(running);
+        running.done();
         // Keep a callback the callback set for itself.
         if let Some(replaced) = self.cell.callback.take() {
             self.cell.callback.set(Some(replaced));
@@ -1024,7 +1024,7 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
         {
             trigger(&req);
         }
-        drop(running);
+        running.done();
         let replaced = req.cell.queue_trigger.take();
         req.cell.queue_trigger.set(replaced.or(Some(trigger)));
     }
@@ -1303,12 +1303,21 @@ impl<'a> Running<'a> {
     }
 }
 
+impl Running<'_> {
+    /// The run returned: restore the flag (what was asked for meanwhile
+    /// has been run).
+    #[inline]
+    fn done(self) {
+        self.running.set(self.was_running);
+        std::mem::forget(self);
+    }
+}
+
+/// Reached only when the run panicked.
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.running.set(self.was_running);
-        if std::thread::panicking() {
-            self.again.set(false);
-        }
+        self.again.set(false);
     }
 }
 
