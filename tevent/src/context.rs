@@ -139,8 +139,10 @@ impl Drop for Inner {
 /// the handler had returned. The event whose handler panicked keeps its
 /// state: an fd or signal event stays registered, a timer that was firing is
 /// gone (unless it re-armed itself first), an immediate is unscheduled. A
-/// request whose callback panicked stays finished, but that callback is
-/// dropped by the unwinding: set a new one before delivering it again.
+/// request whose callback, queue trigger or cleanup function panicked keeps
+/// that function and its state (notices that came for it while it ran are
+/// dropped); a request being freed whose cleanup function or state drop
+/// panics is freed, not reused.
 ///
 /// # Embedding in another loop
 ///

@@ -214,10 +214,8 @@ impl QueueInner {
     fn remove(self: &Rc<Self>, key: EntryKey) {
         let removed = self.entries.borrow_mut().remove(key);
         if let Some((tag, created)) = removed {
-            // The next entry is scheduled first: a trace callback that
-            // panics must not leave the queue stalled.
-            self.kick();
             self.trace_gone(tag, created);
+            self.kick();
         }
     }
 
@@ -285,20 +283,12 @@ pub(crate) fn leave(link: &RefCell<Option<QueueLink>>, dropping: bool) {
     leave_queue(link, dropping);
 }
 
-/// Whether the request of `link` is its queue's head and triggered.
-pub(crate) fn is_triggered_head(link: &RefCell<Option<QueueLink>>) -> bool {
-    let Ok(link) = link.try_borrow() else {
-        return false;
-    };
-    let Some(link) = link.as_ref() else {
-        return false;
-    };
-    link.queue.upgrade().is_some_and(|queue| {
-        queue
-            .entries
-            .try_borrow()
-            .is_ok_and(|e| e.head().is_some_and(|h| h.key == link.key && h.triggered))
-    })
+/// Which queue entry `link` records, as an identity to compare: the
+/// queue's address and the entry's key (`None` if not queued).
+pub(crate) fn membership(link: &RefCell<Option<QueueLink>>) -> Option<(usize, u64)> {
+    let link = link.try_borrow().ok()?;
+    let link = link.as_ref()?;
+    Some((link.queue.as_ptr() as usize, link.key.0))
 }
 
 fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {

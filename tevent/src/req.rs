@@ -664,13 +664,15 @@ impl<S: 'static, T: 'static> Req<S, T> {
     #[cold]
     fn run_cleanup_fn(&self, state: ReqState) {
         let cell = &*self.cell;
+        if cell.cleanup_running.get() {
+            // Reached from inside the cleanup function (it received or
+            // finished its request, maybe after setting another function):
+            // the state is out with it; the outer call runs the function set
+            // now with this state when it returns.
+            cell.cleanup_again.set(Some(state));
+            return;
+        }
         let Some(f) = cell.cleanup_fn.take() else {
-            if cell.cleanup_running.get() {
-                // Reached from inside the cleanup function itself (it
-                // received or finished its request): the outer call runs it
-                // again with this state when it returns.
-                cell.cleanup_again.set(Some(state));
-            }
             return;
         };
         // The state is taken out while the cleanup function runs, so that
@@ -701,6 +703,12 @@ impl<S: 'static, T: 'static> Req<S, T> {
                 f(s, st);
             }
             next = cell.cleanup_again.take();
+            if next.is_some() {
+                // A function the function set for itself takes the state.
+                if let Some(replaced) = cell.cleanup_fn.take() {
+                    drop(run.f.replace(replaced));
+                }
+            }
         }
         drop(run);
     }
@@ -760,21 +768,28 @@ impl<S: 'static, T: 'static> Req<S, T> {
     }
 
     #[inline]
-    fn run_callback(&self, mut callback: Callback<S, T>) {
-        let running = Running::new(&self.cell.callback_running, &self.cell.notify_again);
-        callback(self);
+    fn run_callback(&self, callback: Callback<S, T>) {
+        let cell = &*self.cell;
+        let mut run = Running::new(
+            &cell.callback_running,
+            &cell.notify_again,
+            &cell.callback,
+            callback,
+            None,
+        );
+        run.call(self);
         // A notice that came while it ran goes to this callback, the one
         // tevent would have called nested, even if it set another since.
-        while self.cell.notify_again.replace(false) {
-            callback(self);
+        while cell.notify_again.replace(false) {
+            run.call(self);
         }
-        running.done();
+        let callback = run.done();
         // Keep a callback the callback set for itself.
-        if let Some(replaced) = self.cell.callback.take() {
-            self.cell.callback.set(Some(replaced));
+        if let Some(replaced) = cell.callback.take() {
+            cell.callback.set(Some(replaced));
             drop(callback);
         } else {
-            self.cell.callback.set(Some(callback));
+            cell.callback.set(Some(callback));
         }
     }
 
@@ -1004,7 +1019,7 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
         if self.releasing.get() {
             return; // freed meanwhile (a trace callback ran the loop)
         }
-        let Some(mut trigger) = self.queue_trigger.take() else {
+        let Some(trigger) = self.queue_trigger.take() else {
             if self.trigger_running.get() {
                 // Triggered again while the trigger runs (stopped, untriggered
                 // and started in a nested loop): it runs again when it
@@ -1014,19 +1029,34 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
             return;
         };
         let req = Req::from_cell(self);
-        let running = Running::new(&req.cell.trigger_running, &req.cell.trigger_again);
-        trigger(&req);
-        // Run again only while the request is still its queue's triggered
-        // head, where tevent's nested call would have found it.
-        while req.cell.trigger_again.replace(false)
-            && req.status() != ReqState::Received
-            && queue::is_triggered_head(&req.cell.queue_link)
+        let cell = &*req.cell;
+        // The queue entry the trigger runs for: a trigger that moved its
+        // request to another queue (or out) is not run or kept again.
+        let entry = queue::membership(&cell.queue_link);
+        let mut run = Running::new(
+            &cell.trigger_running,
+            &cell.trigger_again,
+            &cell.queue_trigger,
+            trigger,
+            Some((&cell.queue_link, entry)),
+        );
+        run.call(&req);
+        // Triggered again meanwhile: tevent would have called it nested,
+        // while the request was in this entry.
+        while cell.trigger_again.replace(false)
+            && cell.status.get() != ReqState::Received
+            && queue::membership(&cell.queue_link) == entry
         {
-            trigger(&req);
+            run.call(&req);
         }
-        running.done();
-        let replaced = req.cell.queue_trigger.take();
-        req.cell.queue_trigger.set(replaced.or(Some(trigger)));
+        let trigger = run.done();
+        let replaced = cell.queue_trigger.take();
+        if replaced.is_some() || queue::membership(&cell.queue_link) != entry {
+            cell.queue_trigger.set(replaced);
+            drop(trigger);
+        } else {
+            cell.queue_trigger.set(Some(trigger));
+        }
     }
 }
 
@@ -1283,41 +1313,78 @@ impl<S: 'static, T: 'static> Drop for CleanupRun<'_, S, T> {
     }
 }
 
-/// Sets a "running" flag for its lifetime (restoring it after, for a
-/// nested run), also when the code it guards panics; a panic also clears
-/// the flag of a run asked for meanwhile, so that it does not fall to the
-/// next call.
-struct Running<'a> {
+/// A callback or queue trigger at work: it is out of its slot and marked
+/// running, and what was asked for meanwhile is a flag of this run (the
+/// flags of a run it is nested in are kept aside and restored). When the
+/// function panics, the flags are restored too and the function goes back
+/// to its slot (unless another was set, or a trigger's request moved to
+/// another queue entry), so the request stays usable.
+struct Running<'a, S: 'static, T: 'static> {
     running: &'a Cell<bool>,
     was_running: bool,
     again: &'a Cell<bool>,
+    was_again: bool,
+    slot: &'a Cell<Option<Callback<S, T>>>,
+    f: Option<Callback<S, T>>,
+    /// For a trigger: its request's queue link and the entry it ran for.
+    entry: Option<QueueEntryAt<'a>>,
 }
 
-impl<'a> Running<'a> {
-    fn new(running: &'a Cell<bool>, again: &'a Cell<bool>) -> Running<'a> {
+type QueueEntryAt<'a> = (&'a RefCell<Option<QueueLink>>, Option<(usize, u64)>);
+
+impl<'a, S: 'static, T: 'static> Running<'a, S, T> {
+    #[inline]
+    fn new(
+        running: &'a Cell<bool>,
+        again: &'a Cell<bool>,
+        slot: &'a Cell<Option<Callback<S, T>>>,
+        f: Callback<S, T>,
+        entry: Option<QueueEntryAt<'a>>,
+    ) -> Self {
         Running {
             was_running: running.replace(true),
             running,
+            was_again: again.replace(false),
             again,
+            slot,
+            f: Some(f),
+            entry,
         }
     }
-}
 
-impl Running<'_> {
-    /// The run returned: restore the flag (what was asked for meanwhile
-    /// has been run).
     #[inline]
-    fn done(self) {
+    fn call(&mut self, req: &Req<S, T>) {
+        if let Some(f) = self.f.as_mut() {
+            f(req);
+        }
+    }
+
+    /// The run returned: restore the flags and hand the function back.
+    #[inline]
+    fn done(mut self) -> Callback<S, T> {
         self.running.set(self.was_running);
+        self.again.set(self.was_again);
+        let f = self.f.take();
         std::mem::forget(self);
+        // Always there: only `done` takes it.
+        f.unwrap_or_else(|| Box::new(|_| {}))
     }
 }
 
-/// Reached only when the run panicked.
-impl Drop for Running<'_> {
+/// Reached only when the function panicked.
+impl<S: 'static, T: 'static> Drop for Running<'_, S, T> {
     fn drop(&mut self) {
         self.running.set(self.was_running);
-        self.again.set(false);
+        self.again.set(self.was_again);
+        let moved = self
+            .entry
+            .is_some_and(|(link, entry)| queue::membership(link) != entry);
+        let replaced = self.slot.take();
+        if replaced.is_some() || moved {
+            self.slot.set(replaced);
+        } else {
+            self.slot.set(self.f.take());
+        }
     }
 }
 

@@ -278,28 +278,48 @@ fn a_cleanup_function_that_panics_leaves_the_request_usable() {
 }
 
 #[test]
-fn a_trace_callback_that_panics_on_a_queue_entrys_removal_does_not_stall_the_queue() {
+fn a_callback_that_panicked_stays_set() {
     let ctx = Context::new().unwrap();
-    let queue = tevent::Queue::new(&ctx, "q");
-    let first: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
-    let second: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
-    let triggered = std::rc::Rc::new(std::cell::Cell::new(0));
-    for req in [&first, &second] {
-        let t = triggered.clone();
-        queue.add(req, move |_| t.set(t.get() + 1)).unwrap();
-    }
-    ctx.loop_once().unwrap();
-    assert_eq!(triggered.get(), 1);
-    ctx.set_event_trace_callback(|event, point| {
-        if event.kind == tevent::EventKind::QueueEntry && point == tevent::EventTracePoint::Detach {
-            panic!("trace");
+    let req: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let c = calls.clone();
+    req.set_callback(move |r| {
+        c.set(c.get() + 1);
+        if r.is_in_progress() {
+            panic!("progress");
         }
     });
-    assert!(catch_unwind(AssertUnwindSafe(|| drop(first))).is_err());
-    ctx.clear_event_trace_callback();
-    for _ in 0..3 {
-        ctx.try_loop_once().unwrap();
-    }
-    assert_eq!(triggered.get(), 2, "the next request was triggered");
-    drop(second);
+    assert!(catch_unwind(AssertUnwindSafe(|| req.notify_callback())).is_err());
+    req.done(());
+    assert_eq!(calls.get(), 2, "the completion reached the callback");
+}
+
+#[test]
+fn a_nested_callback_that_panics_keeps_the_outer_ones_pending_notice() {
+    // A gets a notice while it runs (held for A), sets B, and notifies:
+    // B runs nested and panics; A catches it. A's notice still comes, and
+    // B (set by A) stays the callback.
+    let ctx = Context::new().unwrap();
+    let req: tevent::Req<(), ()> = tevent::Req::new(&ctx, ());
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let l = log.clone();
+    req.set_callback(move |r| {
+        l.borrow_mut().push("A");
+        if l.borrow().len() > 1 {
+            return;
+        }
+        r.notify_callback(); // held for A
+        let l2 = l.clone();
+        r.set_callback(move |_| {
+            l2.borrow_mut().push("B");
+            if l2.borrow().len() == 2 {
+                panic!("B");
+            }
+        });
+        assert!(catch_unwind(AssertUnwindSafe(|| r.notify_callback())).is_err());
+    });
+    req.notify_callback();
+    assert_eq!(*log.borrow(), ["A", "B", "A"]);
+    req.notify_callback();
+    assert_eq!(*log.borrow(), ["A", "B", "A", "B"]);
 }

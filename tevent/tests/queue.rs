@@ -971,3 +971,62 @@ fn a_trigger_that_panics_with_a_re_run_pending_does_not_pass_it_on() {
     }
     assert_eq!(count.get(), 1);
 }
+
+#[test]
+fn a_trigger_that_moved_its_request_to_another_queue_as_a_blocker_does_not_run_there() {
+    let ctx = Context::new().unwrap();
+    let q1 = Queue::new(&ctx, "q1");
+    let q2 = Queue::new(&ctx, "q2");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (c, e, q2b) = (calls.clone(), entry.clone(), q2.clone());
+    let first = q1
+        .add_entry(&req, move |r| {
+            c.set(c.get() + 1);
+            drop(e.borrow_mut().take()); // leave q1
+            *e.borrow_mut() = Some(q2b.add_blocker(r).unwrap());
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(first);
+    ctx.loop_once().unwrap();
+    assert_eq!(calls.get(), 1);
+    // A blocker has no trigger: untriggering and starting q2 runs nothing.
+    q2.stop();
+    entry.borrow().as_ref().unwrap().untrigger().unwrap();
+    q2.start();
+    for _ in 0..3 {
+        ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(calls.get(), 1);
+}
+
+#[test]
+fn a_trigger_called_again_while_it_ran_runs_again_even_if_untriggered_since() {
+    // Stop, untrigger, start, nested iteration (the queue triggers the head
+    // again: tevent's nested call), then untrigger once more: the call
+    // that came still runs.
+    let ctx = Context::new().unwrap();
+    ctx.allow_nesting();
+    let q = Queue::new(&ctx, "q");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
+    let added = q
+        .add_entry(&req, move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                q2.stop();
+                e.borrow().as_ref().unwrap().untrigger().unwrap();
+                q2.start();
+                cx.loop_once().unwrap();
+                q2.stop();
+                e.borrow().as_ref().unwrap().untrigger().unwrap();
+            }
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(added);
+    ctx.loop_once().unwrap();
+    assert_eq!(calls.get(), 2);
+}

@@ -1486,3 +1486,47 @@ fn a_notice_pending_for_a_callback_that_replaced_itself_goes_to_that_callback() 
         "the replacement stays"
     );
 }
+
+#[test]
+fn a_notice_held_for_a_callback_is_not_taken_by_one_it_runs_nested() {
+    // A notifies its own request (held for A), sets B and notifies again
+    // (B runs nested): A still gets its notice, B gets one (tevent: A, A, B
+    // with A's second call nested).
+    let ctx = Context::new().unwrap();
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    req.set_callback(move |r| {
+        l.borrow_mut().push("A");
+        if l.borrow().len() > 1 {
+            return;
+        }
+        r.notify_callback();
+        let l2 = l.clone();
+        r.set_callback(move |_| l2.borrow_mut().push("B"));
+        r.notify_callback();
+    });
+    req.notify_callback();
+    let mut seen = log.borrow().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, ["A", "A", "B"]);
+}
+
+#[test]
+fn a_cleanup_function_set_by_the_running_one_gets_the_next_state() {
+    let ctx = Context::new().unwrap();
+    let req: Req<(), u32> = Req::new(&ctx, ());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let weak = req.downgrade();
+    let l = log.clone();
+    req.set_cleanup_fn(move |_, state| {
+        l.borrow_mut().push(format!("f {state:?}"));
+        if let Some(r) = weak.upgrade() {
+            let l2 = l.clone();
+            r.set_cleanup_fn(move |_, state| l2.borrow_mut().push(format!("g {state:?}")));
+            r.received();
+        }
+    });
+    req.done(1);
+    assert_eq!(*log.borrow(), ["f Done", "g Received"]);
+}

@@ -463,3 +463,27 @@ fn a_post_made_again_from_a_nested_iteration_and_from_its_callback_traces_balanc
     assert_eq!(*runs.borrow(), 2);
     assert_eq!(count(Attach), count(Detach), "{points:?}");
 }
+
+#[test]
+fn a_removed_queue_entry_detaches_before_the_next_trigger_is_scheduled() {
+    // tevent's entry destructor reports DETACH, then schedules the queue's
+    // immediate for the next entry.
+    let ctx = Context::new().unwrap();
+    let queue = Queue::new(&ctx, "q");
+    let first: Req<(), ()> = Req::new(&ctx, ());
+    let second: Req<(), ()> = Req::new(&ctx, ());
+    queue.add(&first, |_| {}).unwrap();
+    queue.add(&second, |_| {}).unwrap();
+    ctx.loop_once().unwrap(); // triggers the first
+    let log = record(&ctx);
+    drop(first);
+    let points: Vec<_> = take(&log).into_iter().map(|(k, _, p)| (k, p)).collect();
+    assert_eq!(
+        points,
+        [
+            (EventKind::QueueEntry, Detach),
+            (EventKind::Immediate, Attach)
+        ]
+    );
+    drop(second);
+}
