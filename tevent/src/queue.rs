@@ -276,22 +276,14 @@ impl PostTarget for QueueInner {
 /// Leave the queue recorded in `link`: on receive (unless the request holds
 /// its place until dropped) or on drop.
 #[inline]
-pub(crate) fn leave(link: &RefCell<Option<QueueLink>>, dropping: bool) {
+pub(crate) fn leave(link: &RefCell<Option<QueueLink>>, epoch: &Cell<u32>, dropping: bool) {
     if link.try_borrow().is_ok_and(|l| l.is_none()) {
         return;
     }
-    leave_queue(link, dropping);
+    leave_queue(link, epoch, dropping);
 }
 
-/// Which queue entry `link` records, as an identity to compare: the
-/// queue's address and the entry's key (`None` if not queued).
-pub(crate) fn membership(link: &RefCell<Option<QueueLink>>) -> Option<(usize, u64)> {
-    let link = link.try_borrow().ok()?;
-    let link = link.as_ref()?;
-    Some((link.queue.as_ptr() as usize, link.key.0))
-}
-
-fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
+fn leave_queue(link: &RefCell<Option<QueueLink>>, epoch: &Cell<u32>, dropping: bool) {
     let taken = {
         let mut link = link.borrow_mut();
         match link.as_ref() {
@@ -300,6 +292,7 @@ fn leave_queue(link: &RefCell<Option<QueueLink>>, dropping: bool) {
         }
     };
     if let Some(link) = taken {
+        epoch.set(epoch.get().wrapping_add(1));
         if let Some(queue) = link.queue.upgrade() {
             queue.remove(link.key);
         }
@@ -492,6 +485,7 @@ impl Queue {
             key,
             hold,
         });
+        cell.queue_epoch.set(cell.queue_epoch.get().wrapping_add(1));
         self.inner.trace(key, EventTracePoint::Attach);
         if allow_direct && was_empty && self.inner.running.get() && !req.has_callback() {
             self.inner.trigger_head();

@@ -160,6 +160,9 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     callback_data: Cell<Option<Weak<dyn Any>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
+    /// Raised whenever the request joins or leaves a queue: a trigger is
+    /// re-run and kept only for the membership it ran for.
+    pub(crate) queue_epoch: Cell<u32>,
     created: Cell<&'static Location<'static>>,
     finished: Cell<Option<&'static Location<'static>>>,
     /// Which request the storage holds now: raised when it is freed for
@@ -374,6 +377,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
             callback_data: Cell::new(None),
             queue_trigger: Cell::new(None),
             queue_link: RefCell::new(None),
+            queue_epoch: Cell::new(0),
             created: Cell::new(Location::caller()),
             finished: Cell::new(None),
             generation: Cell::new(0),
@@ -849,7 +853,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         if cell.status.get() == ReqState::Received {
             return;
         }
-        queue::leave(&cell.queue_link, false);
+        queue::leave(&cell.queue_link, &cell.queue_epoch, false);
         if let Some(rare) = cell.rare.take() {
             drop(rare);
         }
@@ -1030,28 +1034,29 @@ impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
         };
         let req = Req::from_cell(self);
         let cell = &*req.cell;
-        // The queue entry the trigger runs for: a trigger that moved its
-        // request to another queue (or out) is not run or kept again.
-        let entry = queue::membership(&cell.queue_link);
+        // The queue membership the trigger runs for: a trigger whose
+        // request left its queue (or moved to another) is not run or kept
+        // again.
+        let epoch = cell.queue_epoch.get();
         let mut run = Running::new(
             &cell.trigger_running,
             &cell.trigger_again,
             &cell.queue_trigger,
             trigger,
-            Some((&cell.queue_link, entry)),
+            Some((&cell.queue_epoch, epoch)),
         );
         run.call(&req);
         // Triggered again meanwhile: tevent would have called it nested,
         // while the request was in this entry.
         while cell.trigger_again.replace(false)
             && cell.status.get() != ReqState::Received
-            && queue::membership(&cell.queue_link) == entry
+            && cell.queue_epoch.get() == epoch
         {
             run.call(&req);
         }
         let trigger = run.done();
         let replaced = cell.queue_trigger.take();
-        if replaced.is_some() || queue::membership(&cell.queue_link) != entry {
+        if replaced.is_some() || cell.queue_epoch.get() != epoch {
             cell.queue_trigger.set(replaced);
             drop(trigger);
         } else {
@@ -1169,6 +1174,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
             callback_data,
             queue_trigger,
             queue_link,
+            queue_epoch: _,
             created: _,
             finished: _,
             generation: _,
@@ -1228,7 +1234,7 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         drop(self.endtime.take());
         // Also a received request that held its queue place until now
         // (`Queue::wait_send`).
-        queue::leave(&self.queue_link, true);
+        queue::leave(&self.queue_link, &self.queue_epoch, true);
         if let Some(rare) = self.rare.take() {
             drop(rare);
         }
@@ -1326,11 +1332,9 @@ struct Running<'a, S: 'static, T: 'static> {
     was_again: bool,
     slot: &'a Cell<Option<Callback<S, T>>>,
     f: Option<Callback<S, T>>,
-    /// For a trigger: its request's queue link and the entry it ran for.
-    entry: Option<QueueEntryAt<'a>>,
+    /// For a trigger: its request's queue epoch, and its value at the start.
+    entry: Option<(&'a Cell<u32>, u32)>,
 }
-
-type QueueEntryAt<'a> = (&'a RefCell<Option<QueueLink>>, Option<(usize, u64)>);
 
 impl<'a, S: 'static, T: 'static> Running<'a, S, T> {
     #[inline]
@@ -1339,7 +1343,7 @@ impl<'a, S: 'static, T: 'static> Running<'a, S, T> {
         again: &'a Cell<bool>,
         slot: &'a Cell<Option<Callback<S, T>>>,
         f: Callback<S, T>,
-        entry: Option<QueueEntryAt<'a>>,
+        entry: Option<(&'a Cell<u32>, u32)>,
     ) -> Self {
         Running {
             was_running: running.replace(true),
@@ -1378,7 +1382,7 @@ impl<S: 'static, T: 'static> Drop for Running<'_, S, T> {
         self.again.set(self.was_again);
         let moved = self
             .entry
-            .is_some_and(|(link, entry)| queue::membership(link) != entry);
+            .is_some_and(|(epoch, at_start)| epoch.get() != at_start);
         let replaced = self.slot.take();
         if replaced.is_some() || moved {
             self.slot.set(replaced);
