@@ -26,6 +26,10 @@ pub(crate) type Trigger<S, T> = Box<dyn FnMut(&Req<S, T>)>;
 pub(crate) trait QueueMember {
     /// Run the request's trigger (stored in the request, typed).
     fn trigger(self: Rc<Self>);
+
+    /// The request's entry was removed by its [`QueueEntry`] or with its
+    /// queue (not by the request leaving itself).
+    fn left(&self) {}
 }
 
 /// A request's membership in a queue, kept in the request so that it leaves
@@ -573,6 +577,9 @@ impl Drop for QueueInner {
         let entries = std::mem::replace(self.entries.get_mut(), Entries::new());
         // In queue order, as tevent frees them.
         for entry in entries.iter() {
+            if let Some(member) = entry.req.upgrade() {
+                member.left();
+            }
             self.trace_gone(entry.tag, entry.created);
         }
         drop(entries);
@@ -647,6 +654,14 @@ impl QueueEntry {
 impl Drop for QueueEntry {
     fn drop(&mut self) {
         if let Some(queue) = self.queue.upgrade() {
+            let member = queue
+                .entries
+                .borrow()
+                .get(self.key)
+                .and_then(|e| e.req.upgrade());
+            if let Some(member) = member {
+                member.left();
+            }
             queue.remove(self.key);
         }
     }

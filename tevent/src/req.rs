@@ -149,8 +149,9 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     cleanup_running: Cell<bool>,
     /// A cleanup function was ever set (skips the work for most requests).
     has_cleanup: Cell<bool>,
-    /// A state reached while the cleanup function was running.
-    cleanup_again: Cell<Option<ReqState>>,
+    /// A state reached while the cleanup function was running, and the
+    /// function set at that moment (if another than the running one).
+    cleanup_again: Cell<Option<(ReqState, Option<CleanupFn<S>>)>>,
     /// The hooks few requests set, out of line to keep the cell small.
     /// Emptied by hand in `Drop` (so that dropping an empty one is not a
     /// call), which is why it is never dropped as a field.
@@ -160,8 +161,9 @@ pub(crate) struct ReqCell<S: 'static, T: 'static> {
     callback_data: Cell<Option<Weak<dyn Any>>>,
     pub(crate) queue_trigger: Cell<Option<Callback<S, T>>>,
     pub(crate) queue_link: RefCell<Option<QueueLink>>,
-    /// Raised whenever the request joins or leaves a queue: a trigger is
-    /// re-run and kept only for the membership it ran for.
+    /// Raised whenever the request joins or leaves a queue (also when its
+    /// entry or queue is dropped): a trigger is re-run and kept only for the
+    /// membership it ran for.
     pub(crate) queue_epoch: Cell<u32>,
     created: Cell<&'static Location<'static>>,
     finished: Cell<Option<&'static Location<'static>>>,
@@ -670,10 +672,12 @@ impl<S: 'static, T: 'static> Req<S, T> {
         let cell = &*self.cell;
         if cell.cleanup_running.get() {
             // Reached from inside the cleanup function (it received or
-            // finished its request, maybe after setting another function):
-            // the state is out with it; the outer call runs the function set
-            // now with this state when it returns.
-            cell.cleanup_again.set(Some(state));
+            // finished its request): the state is out with it. The function
+            // set now (another one, if it set one, else itself) gets this
+            // state when it returns, where tevent would call it nested.
+            let set_now = cell.cleanup_fn.take();
+            let earlier = cell.cleanup_again.take().and_then(|(_, f)| f);
+            cell.cleanup_again.set(Some((state, set_now.or(earlier))));
             return;
         }
         let Some(f) = cell.cleanup_fn.take() else {
@@ -706,13 +710,15 @@ impl<S: 'static, T: 'static> Req<S, T> {
             if let (Some(s), Some(f)) = (run.taken.as_mut(), run.f.as_mut()) {
                 f(s, st);
             }
-            next = cell.cleanup_again.take();
-            if next.is_some() {
-                // A function the function set for itself takes the state.
-                if let Some(replaced) = cell.cleanup_fn.take() {
-                    drop(run.f.replace(replaced));
+            next = match cell.cleanup_again.take() {
+                Some((st, set_then)) => {
+                    if let Some(g) = set_then {
+                        drop(run.f.replace(g));
+                    }
+                    Some(st)
                 }
-            }
+                None => None,
+            };
         }
         drop(run);
     }
@@ -1019,6 +1025,10 @@ impl<S: 'static, T: 'static> TimerTarget for ReqCell<S, T> {
 }
 
 impl<S: 'static, T: 'static> QueueMember for ReqCell<S, T> {
+    fn left(&self) {
+        self.queue_epoch.set(self.queue_epoch.get().wrapping_add(1));
+    }
+
     fn trigger(self: Rc<Self>) {
         if self.releasing.get() {
             return; // freed meanwhile (a trace callback ran the loop)

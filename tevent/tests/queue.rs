@@ -1030,3 +1030,30 @@ fn a_trigger_called_again_while_it_ran_runs_again_even_if_untriggered_since() {
     ctx.loop_once().unwrap();
     assert_eq!(calls.get(), 2);
 }
+
+#[test]
+fn a_trigger_whose_entry_was_dropped_while_it_ran_is_not_run_again() {
+    let ctx = Context::new().unwrap();
+    ctx.allow_nesting();
+    let q = Queue::new(&ctx, "q");
+    let req: Req<(), ()> = Req::new(&ctx, ());
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
+    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
+    let added = q
+        .add_entry(&req, move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                q2.stop();
+                e.borrow().as_ref().unwrap().untrigger().unwrap();
+                q2.start();
+                cx.loop_once().unwrap(); // asks for a re-run
+                drop(e.borrow_mut().take()); // leaves the queue
+            }
+        })
+        .unwrap();
+    *entry.borrow_mut() = Some(added);
+    ctx.loop_once().unwrap();
+    assert_eq!(calls.get(), 1, "no re-run for a request in no queue");
+    assert_eq!(q.length(), 0);
+}

@@ -1530,3 +1530,24 @@ fn a_cleanup_function_set_by_the_running_one_gets_the_next_state() {
     req.done(1);
     assert_eq!(*log.borrow(), ["f Done", "g Received"]);
 }
+
+#[test]
+fn a_state_reached_inside_a_cleanup_function_goes_to_the_function_set_then() {
+    // f receives its request (Received reached while f is the function),
+    // then sets g: f gets Received (tevent calls it nested), g stays set.
+    let ctx = Context::new().unwrap();
+    let req: Req<(), u32> = Req::new(&ctx, ());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let weak = req.downgrade();
+    let l = log.clone();
+    req.set_cleanup_fn(move |_, state| {
+        l.borrow_mut().push(format!("f {state:?}"));
+        if let Some(r) = weak.upgrade() {
+            r.received();
+            let l2 = l.clone();
+            r.set_cleanup_fn(move |_, state| l2.borrow_mut().push(format!("g {state:?}")));
+        }
+    });
+    req.done(1);
+    assert_eq!(*log.borrow(), ["f Done", "f Received"]);
+}
