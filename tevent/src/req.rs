@@ -1228,7 +1228,15 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         self.cleanup_state.set(ReqState::InProgress);
         self.cleanup_running.set(false);
         self.has_cleanup.set(false);
-        self.cleanup_again.set(None);
+        // `cleanup_again` is empty: it is only set while a cleanup function
+        // runs (and emptied when it returns or panics), which a freed
+        // request's cannot be.
+        debug_assert!({
+            let pending = self.cleanup_again.take();
+            let empty = pending.is_none();
+            self.cleanup_again.set(pending);
+            empty
+        });
         self.created.set(created);
         self.finished.set(None);
         self.callback_data_gen.set(0);
