@@ -1332,8 +1332,15 @@ impl<S: 'static, T: 'static> Drop for CleanupRun<'_, S, T> {
         } else {
             drop(taken);
         }
-        let replaced = cell.cleanup_fn.take();
-        cell.cleanup_fn.set(replaced.or(self.f.take()));
+        // The function that stays is in its slot before the other one is
+        // dropped: that drop runs user code, which may reach a state.
+        match cell.cleanup_fn.take() {
+            Some(replaced) => {
+                cell.cleanup_fn.set(Some(replaced));
+                drop(self.f.take());
+            }
+            None => cell.cleanup_fn.set(self.f.take()),
+        }
     }
 }
 

@@ -1551,3 +1551,35 @@ fn a_state_reached_inside_a_cleanup_function_goes_to_the_function_set_then() {
     req.done(1);
     assert_eq!(*log.borrow(), ["f Done", "f Received"]);
 }
+
+/// Receives its request when dropped.
+struct ReceivesOnDrop(WeakReq<(), u32>);
+
+impl Drop for ReceivesOnDrop {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.upgrade() {
+            r.received();
+        }
+    }
+}
+
+#[test]
+fn a_cleanup_function_whose_drop_receives_the_request_leaves_its_replacement_set() {
+    // f sets g and returns; dropping f (replaced) receives the request: g,
+    // already in place, gets Received.
+    let ctx = Context::new().unwrap();
+    let req: Req<(), u32> = Req::new(&ctx, ());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (l, weak) = (log.clone(), req.downgrade());
+    let on_drop = ReceivesOnDrop(req.downgrade());
+    req.set_cleanup_fn(move |_, state| {
+        let _ = &on_drop;
+        l.borrow_mut().push(format!("f {state:?}"));
+        if let Some(r) = weak.upgrade() {
+            let l2 = l.clone();
+            r.set_cleanup_fn(move |_, state| l2.borrow_mut().push(format!("g {state:?}")));
+        }
+    });
+    req.done(1);
+    assert_eq!(*log.borrow(), ["f Done", "g Received"]);
+}
