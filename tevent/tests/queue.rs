@@ -874,105 +874,6 @@ fn two_queues_interleave_one_trigger_per_iteration() {
 }
 
 #[test]
-fn a_head_triggered_again_while_its_trigger_runs_runs_it_again() {
-    // Inside its trigger: stop, untrigger the head, start, and run a nested
-    // iteration (which runs the queue's new trigger post). tevent calls the
-    // trigger again, nested; here it runs again when it returns, and the
-    // head is not left stuck.
-    let ctx = Context::new().unwrap();
-    ctx.allow_nesting();
-    let q = Queue::new(&ctx, "q");
-    let req: Req<(), ()> = Req::new(&ctx, ());
-    let calls = Rc::new(std::cell::Cell::new(0));
-    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
-    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
-    let added = q
-        .add_entry(&req, move |_| {
-            c.set(c.get() + 1);
-            if c.get() == 1 {
-                q2.stop();
-                e.borrow().as_ref().unwrap().untrigger().unwrap();
-                q2.start();
-                cx.loop_once().unwrap();
-            }
-        })
-        .unwrap();
-    *entry.borrow_mut() = Some(added);
-    for _ in 0..5 {
-        ctx.try_loop_once().unwrap();
-    }
-    assert_eq!(calls.get(), 2);
-    assert!(!ctx.has_events(), "the head is not stuck");
-}
-
-#[test]
-fn a_trigger_is_not_run_again_for_a_request_that_left_its_queue() {
-    // As above, but the trigger then finishes, receives and removes its
-    // request: the pending re-run is dropped (tevent's nested call would
-    // have come while it was still the triggered head).
-    let ctx = Context::new().unwrap();
-    ctx.allow_nesting();
-    let q = Queue::new(&ctx, "q");
-    let req: Req<(), ()> = Req::new(&ctx, ());
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
-    let (s, e, q2, cx) = (seen.clone(), entry.clone(), q.clone(), ctx.clone());
-    let added = q
-        .add_entry(&req, move |r| {
-            s.borrow_mut().push((r.status(), q2.length()));
-            if s.borrow().len() == 1 {
-                q2.stop();
-                e.borrow().as_ref().unwrap().untrigger().unwrap();
-                q2.start();
-                cx.loop_once().unwrap();
-                r.done(());
-                r.recv().unwrap();
-                let gone = e.borrow_mut().take();
-                drop(gone);
-            }
-        })
-        .unwrap();
-    *entry.borrow_mut() = Some(added);
-    for _ in 0..5 {
-        ctx.try_loop_once().unwrap();
-    }
-    assert_eq!(*seen.borrow(), [(ReqState::InProgress, 1)]);
-    assert!(!ctx.has_events());
-}
-
-#[test]
-fn a_trigger_that_panics_with_a_re_run_pending_does_not_pass_it_on() {
-    let ctx = Context::new().unwrap();
-    ctx.allow_nesting();
-    let q = Queue::new(&ctx, "q");
-    let req: Req<(), ()> = Req::new(&ctx, ());
-    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
-    let (e, q2, cx) = (entry.clone(), q.clone(), ctx.clone());
-    let added = q
-        .add_entry(&req, move |_| {
-            q2.stop();
-            e.borrow().as_ref().unwrap().untrigger().unwrap();
-            q2.start();
-            cx.loop_once().unwrap();
-            panic!("trigger");
-        })
-        .unwrap();
-    *entry.borrow_mut() = Some(added);
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.loop_once()));
-    assert!(run.is_err());
-    drop(entry.borrow_mut().take());
-    // In a new queue, with a new trigger: it runs once.
-    let q = Queue::new(&ctx, "q2");
-    let count = Rc::new(std::cell::Cell::new(0));
-    let c = count.clone();
-    q.add(&req, move |_| c.set(c.get() + 1)).unwrap();
-    for _ in 0..3 {
-        ctx.try_loop_once().unwrap();
-    }
-    assert_eq!(count.get(), 1);
-}
-
-#[test]
 fn a_trigger_that_moved_its_request_to_another_queue_as_a_blocker_does_not_run_there() {
     let ctx = Context::new().unwrap();
     let q1 = Queue::new(&ctx, "q1");
@@ -1001,59 +902,118 @@ fn a_trigger_that_moved_its_request_to_another_queue_as_a_blocker_does_not_run_t
     assert_eq!(calls.get(), 1);
 }
 
-#[test]
-fn a_trigger_called_again_while_it_ran_runs_again_even_if_untriggered_since() {
-    // Stop, untrigger, start, nested iteration (the queue triggers the head
-    // again: tevent's nested call), then untrigger once more: the call
-    // that came still runs.
+/// One request in a queue whose trigger, on its first run, makes the queue
+/// trigger it again while it runs (stop, untrigger, start, and a nested
+/// iteration: where tevent calls the trigger nested), then runs `then`.
+/// Every run records the request's status and the queue's length.
+struct Retrigger {
+    ctx: Context,
+    queue: Queue,
+    req: Req<(), ()>,
+    entry: Rc<RefCell<Option<QueueEntry>>>,
+    runs: Rc<RefCell<Vec<(ReqState, usize)>>>,
+}
+
+type AfterRetrigger = fn(&Req<(), ()>, &Queue, &RefCell<Option<QueueEntry>>);
+
+fn retrigger(then: AfterRetrigger) -> Retrigger {
     let ctx = Context::new().unwrap();
     ctx.allow_nesting();
-    let q = Queue::new(&ctx, "q");
+    let queue = Queue::new(&ctx, "q");
     let req: Req<(), ()> = Req::new(&ctx, ());
-    let calls = Rc::new(std::cell::Cell::new(0));
     let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
-    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
-    let added = q
-        .add_entry(&req, move |_| {
-            c.set(c.get() + 1);
-            if c.get() == 1 {
-                q2.stop();
+    let runs = Rc::new(RefCell::new(Vec::new()));
+    let (r, e, q, cx) = (runs.clone(), entry.clone(), queue.clone(), ctx.clone());
+    let added = queue
+        .add_entry(&req, move |req| {
+            r.borrow_mut().push((req.status(), q.length()));
+            if r.borrow().len() == 1 {
+                q.stop();
                 e.borrow().as_ref().unwrap().untrigger().unwrap();
-                q2.start();
+                q.start();
                 cx.loop_once().unwrap();
-                q2.stop();
-                e.borrow().as_ref().unwrap().untrigger().unwrap();
+                then(req, &q, &e);
             }
         })
         .unwrap();
     *entry.borrow_mut() = Some(added);
-    ctx.loop_once().unwrap();
-    assert_eq!(calls.get(), 2);
+    Retrigger {
+        ctx,
+        queue,
+        req,
+        entry,
+        runs,
+    }
+}
+
+impl Retrigger {
+    fn run(&self) {
+        for _ in 0..5 {
+            self.ctx.try_loop_once().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_head_triggered_again_while_its_trigger_runs_runs_it_again() {
+    // tevent calls the trigger again, nested; here it runs again when it
+    // returns, and the head is not left stuck.
+    let t = retrigger(|_, _, _| {});
+    t.run();
+    assert_eq!(t.runs.borrow().len(), 2);
+    assert!(!t.ctx.has_events(), "the head is not stuck");
+}
+
+#[test]
+fn a_trigger_called_again_while_it_ran_runs_again_even_if_untriggered_since() {
+    let t = retrigger(|_, q, e| {
+        q.stop();
+        e.borrow().as_ref().unwrap().untrigger().unwrap();
+    });
+    t.ctx.loop_once().unwrap();
+    assert_eq!(t.runs.borrow().len(), 2);
+}
+
+#[test]
+fn a_trigger_is_not_run_again_for_a_request_that_left_its_queue() {
+    // The trigger then finishes, receives and removes its request: the
+    // pending re-run is dropped (tevent's nested call would have come while
+    // it was still the triggered head).
+    let t = retrigger(|r, _, e| {
+        r.done(());
+        r.recv().unwrap();
+        drop(e.borrow_mut().take());
+    });
+    t.run();
+    assert_eq!(*t.runs.borrow(), [(ReqState::InProgress, 1)]);
+    assert!(!t.ctx.has_events());
 }
 
 #[test]
 fn a_trigger_whose_entry_was_dropped_while_it_ran_is_not_run_again() {
-    let ctx = Context::new().unwrap();
-    ctx.allow_nesting();
-    let q = Queue::new(&ctx, "q");
-    let req: Req<(), ()> = Req::new(&ctx, ());
-    let calls = Rc::new(std::cell::Cell::new(0));
-    let entry: Rc<RefCell<Option<QueueEntry>>> = Rc::new(RefCell::new(None));
-    let (c, e, q2, cx) = (calls.clone(), entry.clone(), q.clone(), ctx.clone());
-    let added = q
-        .add_entry(&req, move |_| {
-            c.set(c.get() + 1);
-            if c.get() == 1 {
-                q2.stop();
-                e.borrow().as_ref().unwrap().untrigger().unwrap();
-                q2.start();
-                cx.loop_once().unwrap(); // asks for a re-run
-                drop(e.borrow_mut().take()); // leaves the queue
-            }
-        })
-        .unwrap();
-    *entry.borrow_mut() = Some(added);
-    ctx.loop_once().unwrap();
-    assert_eq!(calls.get(), 1, "no re-run for a request in no queue");
-    assert_eq!(q.length(), 0);
+    let t = retrigger(|_, _, e| drop(e.borrow_mut().take()));
+    t.ctx.loop_once().unwrap();
+    assert_eq!(
+        t.runs.borrow().len(),
+        1,
+        "no re-run for a request in no queue"
+    );
+    assert_eq!(t.queue.length(), 0);
+}
+
+#[test]
+fn a_trigger_that_panics_with_a_re_run_pending_does_not_pass_it_on() {
+    let t = retrigger(|_, _, _| panic!("trigger"));
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.ctx.loop_once()));
+    assert!(run.is_err());
+    drop(t.entry.borrow_mut().take());
+    // In a new queue, with a new trigger: it runs once.
+    let q = Queue::new(&t.ctx, "q2");
+    let count = Rc::new(std::cell::Cell::new(0));
+    let c = count.clone();
+    q.add(&t.req, move |_| c.set(c.get() + 1)).unwrap();
+    for _ in 0..3 {
+        t.ctx.try_loop_once().unwrap();
+    }
+    assert_eq!(count.get(), 1);
 }

@@ -1513,43 +1513,37 @@ fn a_notice_held_for_a_callback_is_not_taken_by_one_it_runs_nested() {
 }
 
 #[test]
-fn a_cleanup_function_set_by_the_running_one_gets_the_next_state() {
-    let ctx = Context::new().unwrap();
-    let req: Req<(), u32> = Req::new(&ctx, ());
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let weak = req.downgrade();
-    let l = log.clone();
-    req.set_cleanup_fn(move |_, state| {
-        l.borrow_mut().push(format!("f {state:?}"));
-        if let Some(r) = weak.upgrade() {
-            let l2 = l.clone();
-            r.set_cleanup_fn(move |_, state| l2.borrow_mut().push(format!("g {state:?}")));
-            r.received();
-        }
-    });
-    req.done(1);
-    assert_eq!(*log.borrow(), ["f Done", "g Received"]);
-}
-
-#[test]
 fn a_state_reached_inside_a_cleanup_function_goes_to_the_function_set_then() {
-    // f receives its request (Received reached while f is the function),
-    // then sets g: f gets Received (tevent calls it nested), g stays set.
-    let ctx = Context::new().unwrap();
-    let req: Req<(), u32> = Req::new(&ctx, ());
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let weak = req.downgrade();
-    let l = log.clone();
-    req.set_cleanup_fn(move |_, state| {
-        l.borrow_mut().push(format!("f {state:?}"));
-        if let Some(r) = weak.upgrade() {
-            r.received();
+    // The running function f receives its request: the state goes to the
+    // function set at that moment (tevent calls it nested), g if f set it
+    // before receiving, else f itself.
+    for set_g_first in [true, false] {
+        let ctx = Context::new().unwrap();
+        let req: Req<(), u32> = Req::new(&ctx, ());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let weak = req.downgrade();
+        let l = log.clone();
+        req.set_cleanup_fn(move |_, state| {
+            l.borrow_mut().push(format!("f {state:?}"));
+            let Some(r) = weak.upgrade() else { return };
             let l2 = l.clone();
-            r.set_cleanup_fn(move |_, state| l2.borrow_mut().push(format!("g {state:?}")));
-        }
-    });
-    req.done(1);
-    assert_eq!(*log.borrow(), ["f Done", "f Received"]);
+            let g = move |_: &mut (), state| l2.borrow_mut().push(format!("g {state:?}"));
+            if set_g_first {
+                r.set_cleanup_fn(g);
+                r.received();
+            } else {
+                r.received();
+                r.set_cleanup_fn(g);
+            }
+        });
+        req.done(1);
+        let expected = if set_g_first {
+            ["f Done", "g Received"]
+        } else {
+            ["f Done", "f Received"]
+        };
+        assert_eq!(*log.borrow(), expected, "g set first: {set_g_first}");
+    }
 }
 
 /// Receives its request when dropped.
