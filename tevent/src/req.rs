@@ -1129,16 +1129,13 @@ impl<S: 'static, T: 'static> Req<S, T> {
             .ctx
             .upgrade()
             .is_some_and(|inner| inner.req_pool.wants::<ReqCell<S, T>>());
-        // A borrow of the state leaked with `mem::forget` would outlive the
-        // request in its storage: such storage is freed instead.
-        if !wanted
-            || cell.state.try_borrow_mut().is_err()
-            || cell.queue_link.try_borrow_mut().is_err()
-        {
+        if !wanted {
             return;
         }
         // Everything a free would drop is dropped now (user code may run:
-        // cleanup functions, the state's and callbacks' drops).
+        // cleanup functions, the state's and callbacks' drops). A borrow of
+        // the state leaked with `mem::forget` would outlive the request in
+        // its storage: `release` refuses it, and the storage is freed.
         if !cell.release() {
             return;
         }
