@@ -191,6 +191,18 @@ fn is_retry(errno: i32) -> bool {
     errno == libc::EAGAIN || errno == libc::EWOULDBLOCK || errno == libc::EINPROGRESS
 }
 
+/// How many bytes `fd` holds ready to read (`FIONREAD`), or the errno.
+fn fionread(fd: RawFd) -> Result<usize, i32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to
+    // a live local of that type.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut value) };
+    if rc == -1 {
+        return Err(last_errno());
+    }
+    Ok(value.max(0) as usize)
+}
+
 /// `SO_ERROR` of `fd` (0 if none).
 pub(crate) fn so_error(fd: RawFd) -> Result<i32, i32> {
     let mut error: libc::c_int = 0;
@@ -1027,23 +1039,15 @@ impl StreamOps for BsdStream {
         if buffered > 0 && inner.read_refused().is_none() {
             // Plus what the socket holds (which a failing FIONREAD does not
             // hide: those bytes are readable now either way).
-            let mut value: libc::c_int = 0;
-            // SAFETY: FIONREAD writes one c_int to the valid pointer given.
-            let rc = unsafe { libc::ioctl(inner.raw.get(), libc::FIONREAD, &mut value) };
-            let more = if rc == 0 { value.max(0) as usize } else { 0 };
-            return Ok(buffered + more);
+            return Ok(buffered + fionread(inner.raw.get()).unwrap_or(0));
         }
         if let Some(errno) = inner.refused() {
             return Err(Error::new("pending_bytes", errno));
         }
-        let mut value: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int to the valid pointer given.
-        let rc = unsafe { libc::ioctl(inner.raw.get(), libc::FIONREAD, &mut value) };
-        if rc == -1 {
-            return Err(Error::new("pending_bytes", inner.set_error(last_errno())));
-        }
+        let value = fionread(inner.raw.get())
+            .map_err(|errno| Error::new("pending_bytes", inner.set_error(errno)))?;
         if value > 0 {
-            return Ok(value as usize);
+            return Ok(value);
         }
         if !inner.is_socket {
             return Ok(0);
