@@ -859,12 +859,7 @@ impl<S: 'static, T: 'static> Req<S, T> {
         if cell.status.get() == ReqState::Received {
             return;
         }
-        queue::leave(&cell.queue_link, &cell.queue_epoch, false);
-        if let Some(rare) = cell.rare.take() {
-            drop(rare);
-        }
-        cell.cancel_post();
-        drop(cell.endtime.take());
+        cell.unhook(false);
         cell.status.set(ReqState::Received);
         self.run_cleanup(ReqState::Received);
         // A caller holding a borrow of the state gets it dropped with the
@@ -1239,20 +1234,28 @@ impl<S: 'static, T: 'static> ReqCell<S, T> {
         self.callback_data_gen.set(0);
     }
 
+    /// What receiving and freeing a request both do first: its pending
+    /// post, end time and queue place go (the place stays for a request
+    /// holding it until dropped, unless `dropping`), before any user code
+    /// runs, so that neither the loop nor the queue can reach it; then the
+    /// cancel and print functions are dropped.
+    #[inline(always)]
+    fn unhook(&self, dropping: bool) {
+        self.cancel_post();
+        drop(self.endtime.take());
+        queue::leave(&self.queue_link, &self.queue_epoch, dropping);
+        if let Some(rare) = self.rare.take() {
+            drop(rare);
+        }
+    }
+
     /// What freeing a request does before its fields are dropped: its
     /// pending post, end time and queue place go, and a request that was
     /// not received gets its cleanup function called with `Received`.
     fn teardown(&self) {
-        // Before any user code runs: from here on, neither the loop nor the
-        // queue can reach the request.
-        self.cancel_post();
-        drop(self.endtime.take());
         // Also a received request that held its queue place until now
         // (`Queue::wait_send`).
-        queue::leave(&self.queue_link, &self.queue_epoch, true);
-        if let Some(rare) = self.rare.take() {
-            drop(rare);
-        }
+        self.unhook(true);
         if self.status.get() == ReqState::Received {
             return;
         }
